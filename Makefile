@@ -1,0 +1,109 @@
+# sluice — build, run and test.
+#
+#   make            build/sluice, build/sluice-upstream, build/sluice-load
+#   make run        install missing packages, build, run sluice on :8080 in
+#                   front of a bundled sluice-upstream on :8000
+#   make test       install missing packages, build, run unit + integration tests
+#   make test-asan  the same suite, built with ASan+UBSan into build-asan/
+#   make test-tsan  the threaded tests, built with TSan into build-tsan/
+#   make fuzz       build the libFuzzer targets (clang) into build-fuzz/
+
+BUILD   ?= build
+CC      ?= cc
+PYTHON  ?= /usr/bin/python3
+LLHTTP  ?= /usr/share/llhttp
+OPT     ?= -O2
+SAN     ?=
+VERSION := 0.1.0
+
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -DSL_VERSION='"$(VERSION)"' \
+           -Wall -Wextra -Wshadow -Wno-unused-parameter -Wstrict-prototypes \
+           -pthread -Isrc -I/usr/share/include/llhttp $(SAN)
+LDFLAGS += -pthread $(SAN)
+LDLIBS  += -luv -ljansson -lm
+
+SRC        := $(wildcard src/*.c)
+CORE_OBJ   := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(filter-out src/main.c,$(SRC)))
+LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
+UP_OBJ     := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/upstream/*.c))
+LOAD_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/load/*.c))
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+PROGRAMS := $(BUILD)/sluice $(BUILD)/sluice-upstream $(BUILD)/sluice-load
+
+.PHONY: all deps run test unit integration test-asan test-tsan fuzz bench clean format
+all: $(PROGRAMS)
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/obj/llhttp/%.o: $(LLHTTP)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -Wshadow -Wstrict-prototypes -Wextra,$(CFLAGS)) -w -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/sluice: $(BUILD)/obj/main.o $(CORE_OBJ) $(LLHTTP_OBJ)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/sluice-upstream: $(UP_OBJ) $(LLHTTP_OBJ)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/sluice-load: $(LOAD_OBJ) $(BUILD)/obj/hist.o $(LLHTTP_OBJ)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJ) $(LLHTTP_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
+
+run: deps all
+	scripts/run.sh
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+integration: all
+	SLUICE_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -ra tests/integration $(PYTEST_ARGS)
+
+test: deps
+	$(MAKE) all $(UNIT_BIN)
+	$(MAKE) unit
+	$(MAKE) integration
+
+ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+test-asan: deps
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	$(MAKE) BUILD=build-asan OPT=-O1 SAN="$(ASAN_FLAGS)" test
+
+test-tsan: deps
+	TSAN_OPTIONS=halt_on_error=1:exitcode=66 \
+	$(MAKE) BUILD=build-tsan OPT=-O1 SAN="-fsanitize=thread" test
+
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+fuzz:
+	@scripts/deps.sh clang
+	$(MAKE) CC=clang BUILD=build-fuzz OPT=-O1 SAN="-fsanitize=fuzzer-no-link,address,undefined" \
+	    $(patsubst tests/fuzz/%.c,build-fuzz/fuzz/%,$(FUZZ_SRC))
+
+build-fuzz/fuzz/%: tests/fuzz/%.c $(CORE_OBJ) $(LLHTTP_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer $^ $(LDFLAGS) $(LDLIBS) -o $@
+
+bench: all
+	bench/compare.sh
+
+format:
+	clang-format -i src/*.[ch] tools/*/*.[ch] tests/unit/*.c tests/fuzz/*.c
+
+clean:
+	rm -rf build build-asan build-tsan build-fuzz
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

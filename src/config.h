@@ -1,0 +1,86 @@
+/* config.h — sluice's settings: command-line flags and the JSON config file
+ * folded into one validated struct.
+ *
+ * Every option of SPEC §2 has one row in a table inside config.c (name, type,
+ * range, default, help). The same table drives the command-line parser, the
+ * JSON file reader, --help, --check-config and the `config` object that the
+ * metrics endpoint renders, so a new option is added in exactly one place.
+ *
+ * Precedence: built-in defaults < JSON file (--config) < command line.
+ */
+#ifndef SL_CONFIG_H
+#define SL_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+typedef enum { SL_LOG_ERROR, SL_LOG_WARN, SL_LOG_INFO, SL_LOG_DEBUG } sl_log_level_t;
+
+typedef struct sl_config {
+	char *config_file; /* --config, NULL if none */
+	char *listen_host;
+	int listen_port;
+	char *target_host; /* required */
+	int target_port;
+	double connect_timeout; /* all durations in seconds, fractions allowed */
+	double read_timeout;
+	double write_timeout;
+	int max_concurrent_requests; /* alias --max-concurrent */
+	int max_queue_size;
+	double queue_timeout;
+	int pool_maxsize;
+	double pool_idle_timeout;
+	int pool_connections; /* at most pool_maxsize */
+	int max_retries;
+	double retry_backoff_factor; /* alias --retry-backoff */
+	double retry_backoff_max;
+	int64_t retry_buffer_size; /* bytes of request body kept for replay */
+	int circuit_breaker_threshold;
+	double circuit_breaker_timeout;
+	double client_header_timeout;
+	double client_idle_timeout;
+	int64_t max_header_size;
+	int64_t max_body_size; /* 0 = no limit */
+	int max_connections;
+	int workers; /* default: online CPUs */
+	int admin_port; /* 0 = none: /proxy-* served on the main port */
+	double shutdown_timeout;
+	char *access_log; /* NULL = none, "-" = stdout */
+	sl_log_level_t log_level;
+	bool check_config;
+} sl_config_t;
+
+/* What sl_config_load() asks the caller to do next. */
+typedef enum {
+	SL_CONFIG_RUN = 0,  /* settings valid: start the proxy */
+	SL_CONFIG_EXIT = 1, /* --help/--version/--check-config printed: exit 0 */
+	SL_CONFIG_ERROR = 2 /* err holds one sentence naming the problem: exit 2 */
+} sl_config_result_t;
+
+/* Fills *cfg from defaults, then the --config file (if given), then argv.
+ * Prints --help/--version/--check-config output to stdout itself. On error
+ * writes a single sentence (no trailing newline) naming the option into err.
+ * cfg owns its strings afterwards; release them with sl_config_dispose(). */
+sl_config_result_t sl_config_load(sl_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
+
+/* Re-reads cfg->config_file for SIGHUP into *out, keeping the command-line
+ * values of *cfg (they still override the file). Returns 0, or -1 with err
+ * set and *out untouched. */
+int sl_config_reload(const sl_config_t *cfg, int argc, char **argv, sl_config_t *out, char *err,
+                     size_t errlen);
+
+/* The effective settings as a JSON object keyed like the config file
+ * (listen_port, target_host, ...). New reference, caller decrefs. */
+json_t *sl_config_to_json(const sl_config_t *cfg);
+
+/* Frees the strings owned by cfg. */
+void sl_config_dispose(sl_config_t *cfg);
+
+/* Seconds (double) to whole milliseconds for libuv timers, rounding up so a
+ * positive duration never becomes 0. */
+uint64_t sl_config_ms(double seconds);
+
+#endif

@@ -1,0 +1,22 @@
+/* log.h — leveled diagnostics to stderr, one line each, safe from any thread.
+ * The level is a process-wide setting; messages above it cost one compare. */
+#ifndef SL_LOG_H
+#define SL_LOG_H
+
+#include "config.h"
+
+extern sl_log_level_t sl_log_level;
+
+void sl_log_write(sl_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define sl_log(level, ...)                                                                         \
+	do {                                                                                           \
+		if ((level) <= sl_log_level)                                                               \
+			sl_log_write((level), __VA_ARGS__);                                                    \
+	} while (0)
+#define sl_error(...) sl_log(SL_LOG_ERROR, __VA_ARGS__)
+#define sl_warn(...) sl_log(SL_LOG_WARN, __VA_ARGS__)
+#define sl_info(...) sl_log(SL_LOG_INFO, __VA_ARGS__)
+#define sl_debug(...) sl_log(SL_LOG_DEBUG, __VA_ARGS__)
+
+#endif
