@@ -63,12 +63,15 @@ typedef enum {
 /* Fills *cfg from defaults, then the --config file (if given), then argv.
  * Prints --help/--version/--check-config output to stdout itself. On error
  * writes a single sentence (no trailing newline) naming the option into err.
- * cfg owns its strings afterwards; release them with sl_config_dispose(). */
+ * *cfg need not be initialised. On SL_CONFIG_RUN cfg owns its strings; release
+ * them with sl_config_dispose(). On EXIT and ERROR nothing is left to release
+ * (disposing anyway is harmless: dispose is idempotent). */
 sl_config_result_t sl_config_load(sl_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
 
 /* Re-reads cfg->config_file for SIGHUP into *out, keeping the command-line
  * values of *cfg (they still override the file). Returns 0, or -1 with err
- * set and *out untouched. */
+ * set and *out untouched. out may be cfg (its old strings are then freed);
+ * otherwise the caller disposes the old settings when it is done with them. */
 int sl_config_reload(const sl_config_t *cfg, int argc, char **argv, sl_config_t *out, char *err,
                      size_t errlen);
 

@@ -14,9 +14,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SL_HIST_SUB_BITS 7 /* 128 linear sub-buckets per power of two: <= 0.79 % error */
+/* Layout: values below 2^(SUB_BITS+1) have a bucket each (exact); above, every
+ * power of two [2^m, 2^(m+1)) is split into 2^SUB_BITS equal buckets, so a
+ * bucket is at most 1/128 of its lower bound wide: <= 0.79 % error. */
+#define SL_HIST_SUB_BITS 7
 #define SL_HIST_MAX_BITS 40
-#define SL_HIST_BUCKETS (((SL_HIST_MAX_BITS - SL_HIST_SUB_BITS + 1) << (SL_HIST_SUB_BITS - 1)) + (1 << (SL_HIST_SUB_BITS - 1)))
+#define SL_HIST_MAX_VALUE ((UINT64_C(1) << SL_HIST_MAX_BITS) - 1)
+#define SL_HIST_BUCKETS ((SL_HIST_MAX_BITS - SL_HIST_SUB_BITS + 1) << SL_HIST_SUB_BITS)
 
 typedef struct sl_hist {
 	uint64_t total; /* number of recorded values */

@@ -1,0 +1,27 @@
+/* buf.h — a growable byte buffer for building heads and small bodies.
+ * Growth doubles; a buffer is reused across requests (len reset to 0) so the
+ * steady state allocates nothing. Out of memory aborts: sluice cannot serve
+ * anyone once malloc fails, and pretending otherwise only hides it. */
+#ifndef SL_BUF_H
+#define SL_BUF_H
+
+#include <stddef.h>
+
+typedef struct sl_buf {
+	char *base;
+	size_t len;
+	size_t cap;
+} sl_buf_t;
+
+void sl_buf_reserve(sl_buf_t *b, size_t extra);
+void sl_buf_append(sl_buf_t *b, const void *data, size_t len);
+void sl_buf_appends(sl_buf_t *b, const char *s); /* NUL-terminated */
+void sl_buf_printf(sl_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sl_buf_dispose(sl_buf_t *b);
+
+/* Allocation helpers that abort on failure (see above). */
+void *sl_malloc(size_t n);
+void *sl_calloc(size_t n, size_t size);
+void *sl_realloc(void *p, size_t n);
+
+#endif

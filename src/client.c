@@ -1,0 +1,836 @@
+/* client.c — see client.h.
+ *
+ * States of a client connection:
+ *   HEAD     reading a request head (or idle between keep-alive requests)
+ *   WAIT     head parsed; the parser is paused with any body bytes still in
+ *            c->in, waiting for an upstream connection
+ *   FORWARD  head sent upstream; the body streams as it arrives; the
+ *            response is relayed as it arrives
+ *   LOCAL    an /proxy-* request: its body is read and dropped, then sluice
+ *            answers itself
+ *   LINGER   a final answer is written: FIN sent, input drained until the
+ *            peer closes or a short timer ends, so the peer reads the answer
+ *            rather than a reset
+ *   CLOSED   uv_close called; freed when both handles have closed
+ *
+ * Input: c->in holds bytes read but not yet parsed. The parser stops (pauses)
+ * at the end of each head and each message, so pipelined requests wait there
+ * in order, and the body of a request waiting for an upstream stays unread.
+ * Reading stops when c->in is full or the upstream is backlogged, which is
+ * what bounds memory per connection whatever the body size.
+ *
+ * Nothing here frees the connection inside a parser callback: the callbacks
+ * record an event and pause; do_parse acts once llhttp has returned.
+ */
+#include "client.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin.h"
+#include "buf.h"
+#include "io.h"
+#include "log.h"
+#include "worker.h"
+
+#define SL_CLIENT_BUF (16 * 1024)
+#define SL_LINGER_MS 2000
+
+typedef enum { CL_HEAD, CL_WAIT, CL_FORWARD, CL_LOCAL, CL_LINGER, CL_CLOSED } cl_state_t;
+typedef enum { EV_NONE, EV_HEAD, EV_COMPLETE } cl_event_t;
+
+struct sl_client {
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	uv_shutdown_t shutdown_req;
+	sl_worker_t *w;
+	sl_list_t link;
+	sl_http1_t parser;
+	sl_upconn_t *up;
+	char *in; /* SL_CLIENT_BUF bytes, NULL while idle */
+	uint32_t in_off, in_len;
+	cl_state_t state;
+	cl_event_t event;
+	int handles;
+	sl_buf_t out; /* heads being built */
+	char ip[INET6_ADDRSTRLEN];
+	uint64_t head_start;  /* loop ms: first byte of this request (or accept) */
+	uint64_t last_read;   /* loop ms */
+	uint64_t last_write;  /* loop ms of the last write progress */
+	uint64_t started_ns;  /* uv_hrtime at the request head, for latency */
+	uint64_t head_bytes;  /* bytes of the current head so far */
+	uint64_t body_bytes;  /* request body bytes received */
+	uint32_t served;      /* responses completed on this connection */
+	int status;           /* status sent for the current request */
+	sl_framing_t req_framing, resp_framing;
+	bool admin_listener; /* accepted on the admin port */
+	bool keep_alive;     /* this request allows another after it */
+	bool reading;
+	bool up_backlogged; /* the upstream's queue is full: stop reading */
+	bool eof;
+	bool request_done;
+	bool response_started;
+	bool continue_sent;
+	bool counted; /* sl_metrics_begin called for this request */
+	bool retried;
+};
+
+static void do_parse(sl_client_t *c);
+static void do_update_reading(sl_client_t *c);
+static void do_close(sl_client_t *c);
+static void do_linger(sl_client_t *c);
+static void do_arm_timer(sl_client_t *c);
+
+/* ---- helpers --------------------------------------------------------------- */
+
+static const sl_config_t *cfg_of(const sl_client_t *c)
+{
+	return c->w->cfg;
+}
+
+static uint64_t now_ms(const sl_client_t *c)
+{
+	return uv_now(&c->w->loop);
+}
+
+static size_t client_queue(const sl_client_t *c)
+{
+	return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+	sl_client_t *c = req->handle->data;
+	sl_io_write_done(req);
+	if (c->state == CL_CLOSED)
+		return;
+	if (status != 0) {
+		do_close(c);
+		return;
+	}
+	c->last_write = now_ms(c);
+	if (c->up && client_queue(c) <= SL_LOW_WATER)
+		sl_upstream_resume(c->up);
+}
+
+/* Writes to the client; returns true when its queue is past the high-water
+ * mark. A failed write closes the connection on the next turn. */
+static bool do_write(sl_client_t *c, const uv_buf_t *bufs, unsigned n)
+{
+	if (c->state == CL_CLOSED)
+		return false;
+	if (client_queue(c) == 0)
+		c->last_write = now_ms(c);
+	int err = sl_io_write((uv_stream_t *)&c->tcp, bufs, n, on_written, NULL);
+	if (err != 0) {
+		sl_debug("write to client %s failed: %s", c->ip, uv_strerror(err));
+		c->keep_alive = false;
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+		return true;
+	}
+	return client_queue(c) > SL_HIGH_WATER;
+}
+
+static bool do_write_out(sl_client_t *c)
+{
+	uv_buf_t b = uv_buf_init(c->out.base, (unsigned)c->out.len);
+	bool backlogged = do_write(c, &b, 1);
+	c->out.len = 0;
+	return backlogged;
+}
+
+static void do_count_end(sl_client_t *c, sl_outcome_t outcome)
+{
+	if (!c->counted)
+		return;
+	c->counted = false;
+	sl_metrics_end(&c->w->metrics, outcome, c->status, now_ms(c));
+	uint64_t ms = (uv_hrtime() - c->started_ns) / 1000000;
+	sl_debug("%s %s -> %d in %llu ms", c->ip, sl_http_method_name(c->parser.msg.method), c->status,
+	         (unsigned long long)ms);
+}
+
+/* ---- local answers ----------------------------------------------------------- */
+
+static const char *error_code(int status)
+{
+	switch (status) {
+	case 400: return "bad_request";
+	case 408: return "request_timeout";
+	case 413: return "body_too_large";
+	case 417: return "expectation_failed";
+	case 431: return "header_too_large";
+	case 501: return "not_implemented";
+	case 502: return "bad_gateway";
+	case 504: return "gateway_timeout";
+	case 505: return "version_not_supported";
+	default: return "error";
+	}
+}
+
+/* Answers with a small JSON error. close: the request was not read whole (or
+ * cannot be trusted), so the connection ends after the answer. */
+static void do_respond_error(sl_client_t *c, int status, const char *detail, bool close)
+{
+	char body[512];
+	int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d,\"message\":\"%s\"}\n",
+	                 error_code(status), status, detail ? detail : sl_http_reason(status));
+	if (n < 0 || n >= (int)sizeof body)
+		n = (int)strlen(body);
+	c->status = status;
+	if (close)
+		c->keep_alive = false;
+	c->out.len = 0;
+	sl_http1_build_local(status, "application/json", body, (size_t)n, c->keep_alive,
+	                     (c->keep_alive && c->parser.msg.minor == 0) ? "Connection: keep-alive\r\n" : NULL,
+	                     &c->out);
+	do_write_out(c);
+	c->response_started = true;
+}
+
+/* ---- request lifecycle -------------------------------------------------------- */
+
+static bool is_idempotent(int method)
+{
+	switch (method) {
+	case HTTP_GET:
+	case HTTP_HEAD:
+	case HTTP_OPTIONS:
+	case HTTP_PUT:
+	case HTTP_DELETE:
+	case HTTP_TRACE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Back to reading the next request (keep-alive), or close. */
+static void do_request_finished(sl_client_t *c)
+{
+	c->up = NULL;
+	c->served++;
+	if (!c->keep_alive || c->w->draining || !c->request_done || (c->eof && c->in_len == c->in_off)) {
+		do_linger(c);
+		return;
+	}
+	c->state = CL_HEAD;
+	c->event = EV_NONE;
+	c->head_bytes = c->body_bytes = 0;
+	c->request_done = c->response_started = c->continue_sent = c->retried = false;
+	c->up_backlogged = false;
+	c->head_start = c->last_read = now_ms(c);
+	do_arm_timer(c);
+	do_parse(c);
+	if (c->state == CL_HEAD && c->eof) {
+		do_linger(c); /* half-closed and nothing complete left to answer */
+		return;
+	}
+	if (c->state == CL_HEAD && c->in_len == c->in_off && c->in) {
+		/* Idle: give the buffer back; an idle connection costs no buffer. */
+		free(c->in);
+		c->in = NULL;
+		c->in_off = c->in_len = 0;
+	}
+	do_update_reading(c);
+}
+
+static void do_send_continue(sl_client_t *c)
+{
+	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+	const sl_http_msg_t *req = &c->parser.msg;
+	if (c->continue_sent || !req->expect_continue || c->request_done ||
+	    (req->content_length <= 0 && !req->chunked))
+		return;
+	c->continue_sent = true;
+	uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
+	do_write(c, &b, 1);
+}
+
+static void do_finish_request_body(sl_client_t *c)
+{
+	static const char last_chunk[] = "0\r\n\r\n";
+	if (c->req_framing == SL_FRAME_CHUNKED) {
+		uv_buf_t b = uv_buf_init((char *)last_chunk, sizeof last_chunk - 1);
+		sl_upstream_send(c->up, &b, 1);
+	}
+	sl_upstream_request_done(c->up);
+}
+
+/* The upstream connection is ready: send the head, let the body flow. */
+static void do_send_head(sl_client_t *c)
+{
+	const sl_http_msg_t *req = &c->parser.msg;
+	c->state = CL_FORWARD;
+	c->req_framing = req->chunked ? SL_FRAME_CHUNKED : SL_FRAME_AS_IS;
+	c->out.len = 0;
+	sl_http1_build_request(req, c->ip, c->req_framing, &c->out);
+	int r = sl_upstream_send_head(c->up, c->out.base, c->out.len, req->method == HTTP_HEAD);
+	c->out.len = 0;
+	if (r < 0)
+		return; /* the failure arrives as sl_client_on_upstream_error */
+	if (r > 0)
+		c->up_backlogged = true;
+	if (c->request_done)
+		do_finish_request_body(c); /* a retry of a request already read */
+	else
+		do_send_continue(c);
+	do_update_reading(c);
+}
+
+static void do_start_upstream(sl_client_t *c)
+{
+	c->state = CL_WAIT;
+	c->up = sl_upstream_acquire(c->w, c);
+	if (sl_upstream_is_ready(c->up))
+		do_send_head(c);
+	do_arm_timer(c);
+}
+
+static bool is_admin_path(const sl_client_t *c)
+{
+	if (c->admin_listener)
+		return true;
+	if (cfg_of(c)->admin_port != 0)
+		return false;
+	size_t len;
+	const char *t = sl_http_msg_target(&c->parser.msg, &len);
+	return len >= 7 && memcmp(t, "/proxy-", 7) == 0;
+}
+
+static void do_request_head(sl_client_t *c)
+{
+	const sl_http_msg_t *req = &c->parser.msg;
+	c->keep_alive = req->keep_alive && !c->w->draining;
+	c->started_ns = uv_hrtime();
+	c->status = 0;
+	if (is_admin_path(c)) {
+		c->state = CL_LOCAL;
+		return;
+	}
+	if (req->method == HTTP_CONNECT) {
+		do_respond_error(c, 501, "CONNECT is not supported yet", true);
+		do_linger(c);
+		return;
+	}
+	int64_t max_body = cfg_of(c)->max_body_size;
+	if (max_body > 0 && req->content_length > max_body) {
+		do_respond_error(c, 413, "request body larger than max_body_size", true);
+		do_linger(c);
+		return;
+	}
+	c->counted = true;
+	sl_metrics_begin(&c->w->metrics);
+	do_start_upstream(c);
+}
+
+/* The whole request has been read. */
+static void do_request_complete(sl_client_t *c)
+{
+	c->request_done = true;
+	if (c->state == CL_LOCAL) {
+		c->out.len = 0;
+		sl_admin_respond(c->w, &c->parser.msg, c->keep_alive, &c->out);
+		do_write_out(c);
+		c->response_started = true;
+		do_request_finished(c);
+		return;
+	}
+	if (c->up && sl_upstream_is_ready(c->up))
+		do_finish_request_body(c);
+}
+
+/* ---- parser callbacks (record and pause; act in do_parse) ----------------------- */
+
+static int on_req_head(sl_http1_t *p)
+{
+	sl_client_t *c = p->data;
+	c->event = EV_HEAD;
+	return SL_HTTP1_PAUSE;
+}
+
+static int on_req_body(sl_http1_t *p, const char *at, size_t len)
+{
+	sl_client_t *c = p->data;
+	c->body_bytes += len;
+	if (c->state == CL_LOCAL)
+		return SL_HTTP1_CONTINUE;
+	int64_t max_body = cfg_of(c)->max_body_size;
+	if (max_body > 0 && c->body_bytes > (uint64_t)max_body)
+		return sl_http1_fail(p, 413, "request body larger than max_body_size");
+	if (c->state != CL_FORWARD || c->up == NULL)
+		return SL_HTTP1_CONTINUE;
+	int r;
+	if (c->req_framing == SL_FRAME_CHUNKED) {
+		char size_line[24];
+		int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
+		uv_buf_t bufs[3] = {uv_buf_init(size_line, (unsigned)n), uv_buf_init((char *)at, (unsigned)len),
+		                    uv_buf_init((char *)"\r\n", 2)};
+		r = sl_upstream_send(c->up, bufs, 3);
+	} else {
+		uv_buf_t b = uv_buf_init((char *)at, (unsigned)len);
+		r = sl_upstream_send(c->up, &b, 1);
+	}
+	if (r > 0)
+		c->up_backlogged = true;
+	return SL_HTTP1_CONTINUE;
+}
+
+static int on_req_complete(sl_http1_t *p)
+{
+	sl_client_t *c = p->data;
+	c->event = EV_COMPLETE;
+	return SL_HTTP1_PAUSE;
+}
+
+static const sl_http1_callbacks_t request_callbacks = {on_req_head, on_req_body, on_req_complete};
+
+static void do_parse_error(sl_client_t *c)
+{
+	int status = c->parser.error_status ? c->parser.error_status : 400;
+	sl_debug("bad request from %s: %d %s", c->ip, status, c->parser.error ? c->parser.error : "");
+	if (c->up) {
+		/* The upstream has part of a request: it must never see it end. */
+		sl_upstream_abort(c->up);
+		c->up = NULL;
+	}
+	if (!c->response_started)
+		do_respond_error(c, status, c->parser.error, true);
+	do_count_end(c, SL_OUTCOME_FAILED);
+	do_linger(c);
+}
+
+/* Runs the parser over buffered input for as long as the state allows. */
+static void do_parse(sl_client_t *c)
+{
+	for (;;) {
+		bool in_head = c->state == CL_HEAD;
+		bool in_body = (c->state == CL_FORWARD || c->state == CL_LOCAL) && !c->request_done;
+		/* A paused parser may still owe an event with no byte left (the
+		 * end of a bodiless message right after its head). */
+		if ((!in_head && !in_body) || (c->in_off >= c->in_len && !c->parser.paused))
+			break;
+		size_t n;
+		const char *at = c->in ? c->in + c->in_off : "";
+		int r = sl_http1_execute(&c->parser, at, c->in_len - c->in_off, &n);
+		c->in_off += (uint32_t)n;
+		if (in_head) {
+			c->head_bytes += n;
+			if (c->head_bytes > (uint64_t)cfg_of(c)->max_header_size) {
+				c->parser.error_status = 431;
+				c->parser.error = "request head larger than max_header_size";
+				r = SL_HTTP1_ERROR;
+			}
+		}
+		if (r == SL_HTTP1_ERROR) {
+			do_parse_error(c);
+			return;
+		}
+		if (r == SL_HTTP1_PAUSED) {
+			cl_event_t ev = c->event;
+			c->event = EV_NONE;
+			if (ev == EV_HEAD)
+				do_request_head(c);
+			else if (ev == EV_COMPLETE)
+				do_request_complete(c);
+			if (c->state == CL_CLOSED || c->state == CL_LINGER)
+				return;
+		}
+	}
+	if (c->in_off == c->in_len)
+		c->in_off = c->in_len = 0;
+}
+
+/* ---- reading ------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	sl_client_t *c = h->data;
+	if (c->state == CL_LINGER) {
+		buf->base = c->w->read_buf; /* discarded */
+		buf->len = SL_READ_BUF_SIZE;
+		return;
+	}
+	if (c->in == NULL)
+		c->in = sl_malloc(SL_CLIENT_BUF);
+	if (c->in_off > 0 && c->in_len == SL_CLIENT_BUF) {
+		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+		c->in_len -= c->in_off;
+		c->in_off = 0;
+	}
+	buf->base = c->in + c->in_len;
+	buf->len = SL_CLIENT_BUF - c->in_len;
+}
+
+static void do_client_gone(sl_client_t *c)
+{
+	if (c->up) {
+		sl_upstream_abort(c->up);
+		c->up = NULL;
+	}
+	do_count_end(c, SL_OUTCOME_FAILED);
+	do_close(c);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	sl_client_t *c = s->data;
+	if (c->state == CL_CLOSED || nread == 0)
+		return;
+	if (c->state == CL_LINGER) {
+		if (nread < 0)
+			do_close(c);
+		return;
+	}
+	if (nread < 0) {
+		c->eof = true;
+		uv_read_stop(s);
+		c->reading = false;
+		/* The peer will send nothing more. A client that pipelined whole
+		 * requests and half-closed still gets its answers; otherwise a
+		 * request in progress is abandoned, so the upstream stops working
+		 * for a client that has given up (and a partial head is dropped). */
+		if (c->state != CL_HEAD && c->request_done && c->in_len > c->in_off)
+			return;
+		do_client_gone(c);
+		return;
+	}
+	c->last_read = now_ms(c);
+	if (c->state == CL_HEAD && c->head_bytes == 0 && c->in_len == c->in_off) {
+		c->head_start = c->last_read;
+		do_arm_timer(c);
+	}
+	c->in_len += (uint32_t)nread;
+	do_parse(c);
+	do_update_reading(c);
+}
+
+static void do_update_reading(sl_client_t *c)
+{
+	if (c->state == CL_CLOSED)
+		return;
+	bool room = c->in_len - c->in_off < SL_CLIENT_BUF;
+	bool want = !c->eof && (c->state == CL_LINGER || (!c->up_backlogged && room));
+	if (want && !c->reading)
+		uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+	else if (!want && c->reading)
+		uv_read_stop((uv_stream_t *)&c->tcp);
+	c->reading = want;
+}
+
+/* ---- timers ---------------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t);
+
+static void do_arm_ms(sl_client_t *c, uint64_t ms)
+{
+	uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+/* What the connection is waiting for decides which timeout applies. */
+static void do_arm_timer(sl_client_t *c)
+{
+	const sl_config_t *cfg = cfg_of(c);
+	switch (c->state) {
+	case CL_HEAD:
+		if (c->served > 0 && c->head_bytes == 0 && c->in_len == c->in_off)
+			do_arm_ms(c, sl_config_ms(cfg->client_idle_timeout));
+		else
+			do_arm_ms(c, sl_config_ms(cfg->client_header_timeout));
+		break;
+	case CL_LINGER:
+		do_arm_ms(c, SL_LINGER_MS);
+		break;
+	case CL_CLOSED:
+		break;
+	default:
+		do_arm_ms(c, sl_config_ms(cfg->client_idle_timeout < cfg->write_timeout ? cfg->client_idle_timeout
+		                                                                         : cfg->write_timeout));
+		break;
+	}
+}
+
+static bool expired(const sl_client_t *c, uint64_t base, double limit_s)
+{
+	return now_ms(c) - base >= sl_config_ms(limit_s);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+	sl_client_t *c = t->data;
+	const sl_config_t *cfg = cfg_of(c);
+	switch (c->state) {
+	case CL_HEAD: {
+		bool idle = c->served > 0 && c->head_bytes == 0 && c->in_len == c->in_off;
+		if (idle) {
+			if (expired(c, c->last_read > c->head_start ? c->last_read : c->head_start, cfg->client_idle_timeout))
+				do_close(c);
+			else
+				do_arm_timer(c);
+		} else if (expired(c, c->head_start, cfg->client_header_timeout)) {
+			do_respond_error(c, 408, "request head not received in time", true);
+			do_linger(c);
+		} else {
+			do_arm_ms(c, sl_config_ms(cfg->client_header_timeout) - (now_ms(c) - c->head_start));
+		}
+		break;
+	}
+	case CL_WAIT:
+	case CL_FORWARD:
+	case CL_LOCAL:
+		if (client_queue(c) > 0 && expired(c, c->last_write, cfg->write_timeout)) {
+			sl_debug("client %s stalled reading the response", c->ip);
+			do_client_gone(c);
+		} else if (!c->request_done && !c->up_backlogged && c->state != CL_WAIT &&
+		           expired(c, c->last_read, cfg->client_idle_timeout)) {
+			/* The client stopped sending its body. */
+			if (c->up) {
+				sl_upstream_abort(c->up);
+				c->up = NULL;
+			}
+			if (!c->response_started)
+				do_respond_error(c, 408, "request body not received in time", true);
+			do_count_end(c, SL_OUTCOME_FAILED);
+			do_linger(c);
+		} else {
+			do_arm_timer(c);
+		}
+		break;
+	case CL_LINGER:
+		do_close(c);
+		break;
+	case CL_CLOSED:
+		break;
+	}
+}
+
+/* ---- closing ---------------------------------------------------------------------- */
+
+static void on_closed(uv_handle_t *h)
+{
+	sl_client_t *c = h->data;
+	if (--c->handles > 0)
+		return;
+	sl_worker_t *w = c->w;
+	sl_http1_dispose(&c->parser);
+	sl_buf_dispose(&c->out);
+	free(c->in);
+	free(c);
+	w->nclients--;
+	atomic_fetch_sub_explicit(&w->server->connections, 1, memory_order_relaxed);
+	sl_worker_maybe_finish(w);
+}
+
+static void do_close(sl_client_t *c)
+{
+	if (c->state == CL_CLOSED)
+		return;
+	if (c->up) {
+		sl_upstream_abort(c->up);
+		c->up = NULL;
+	}
+	do_count_end(c, SL_OUTCOME_FAILED);
+	c->state = CL_CLOSED;
+	sl_list_remove(&c->link);
+	uv_close((uv_handle_t *)&c->timer, on_closed);
+	uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+	sl_client_t *c = req->data;
+	if (c->state == CL_CLOSED)
+		return;
+	if (status != 0)
+		do_close(c);
+}
+
+/* Final answer written: send FIN after it, then drain input briefly. */
+static void do_linger(sl_client_t *c)
+{
+	if (c->state == CL_CLOSED || c->state == CL_LINGER)
+		return;
+	if (c->up) {
+		sl_upstream_abort(c->up);
+		c->up = NULL;
+	}
+	c->state = CL_LINGER;
+	c->shutdown_req.data = c;
+	if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+		do_close(c);
+		return;
+	}
+	do_arm_timer(c);
+	if (!c->eof)
+		do_update_reading(c);
+	else
+		do_close(c);
+}
+
+/* ---- upstream events ------------------------------------------------------------- */
+
+void sl_client_on_upstream_ready(sl_client_t *c)
+{
+	do_send_head(c);
+	if (c->state == CL_FORWARD)
+		do_parse(c);
+	do_update_reading(c);
+}
+
+void sl_client_on_upstream_info(sl_client_t *c, const sl_http_msg_t *resp)
+{
+	/* 100 Continue is sluice's own business with the client; other 1xx
+	 * (103 Early Hints) go to clients that can parse them. */
+	if (resp->status == 100 || c->parser.msg.minor == 0 || c->response_started)
+		return;
+	c->out.len = 0;
+	sl_http1_build_response(resp, &c->parser.msg, SL_FRAME_AS_IS, true, &c->out);
+	do_write_out(c);
+}
+
+int sl_client_on_upstream_head(sl_client_t *c, const sl_http_msg_t *resp)
+{
+	const sl_http_msg_t *req = &c->parser.msg;
+	bool no_body = req->method == HTTP_HEAD || resp->status == 204 || resp->status == 304;
+	if (no_body || resp->content_length >= 0)
+		c->resp_framing = SL_FRAME_AS_IS;
+	else if (req->minor >= 1)
+		c->resp_framing = SL_FRAME_CHUNKED;
+	else
+		c->resp_framing = SL_FRAME_CLOSE;
+	if (c->resp_framing == SL_FRAME_CLOSE || !c->request_done || c->w->draining)
+		c->keep_alive = false;
+	c->status = resp->status;
+	c->out.len = 0;
+	sl_http1_build_response(resp, req, c->resp_framing, c->keep_alive, &c->out);
+	c->response_started = true;
+	if (do_write_out(c) && c->up)
+		sl_upstream_pause(c->up);
+	return 0;
+}
+
+bool sl_client_on_upstream_body(sl_client_t *c, const char *at, size_t len)
+{
+	if (c->resp_framing == SL_FRAME_CHUNKED) {
+		char size_line[24];
+		int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
+		uv_buf_t bufs[3] = {uv_buf_init(size_line, (unsigned)n), uv_buf_init((char *)at, (unsigned)len),
+		                    uv_buf_init((char *)"\r\n", 2)};
+		return do_write(c, bufs, 3);
+	}
+	uv_buf_t b = uv_buf_init((char *)at, (unsigned)len);
+	return do_write(c, &b, 1);
+}
+
+void sl_client_on_upstream_done(sl_client_t *c)
+{
+	static const char last_chunk[] = "0\r\n\r\n";
+	c->up = NULL;
+	if (c->resp_framing == SL_FRAME_CHUNKED) {
+		uv_buf_t b = uv_buf_init((char *)last_chunk, sizeof last_chunk - 1);
+		do_write(c, &b, 1);
+	}
+	do_count_end(c, c->status < 500 ? SL_OUTCOME_SUCCESS : SL_OUTCOME_FAILED);
+	do_request_finished(c);
+}
+
+/* Whether a failed attempt may be tried again on a fresh connection without
+ * risking a second delivery (SPEC §5): only on a reused connection that died
+ * before answering (the upstream closed it while idle), only before any body
+ * byte left, and a non-idempotent request only if none of it was written. */
+static bool may_retry_stale(const sl_client_t *c, const sl_up_failure_t *f)
+{
+	if (c->retried || !f->reused || f->response_started || c->body_bytes > 0)
+		return false;
+	if (f->kind != SL_UP_CLOSED && f->kind != SL_UP_WRITE)
+		return false;
+	return !f->request_written || is_idempotent(c->parser.msg.method);
+}
+
+void sl_client_on_upstream_error(sl_client_t *c, const sl_up_failure_t *f)
+{
+	c->up = NULL;
+	sl_debug("upstream %s for %s: %s", sl_up_error_name(f->kind), c->ip, f->uv_err ? uv_strerror(f->uv_err) : "");
+	if (may_retry_stale(c, f)) {
+		c->retried = true;
+		do_start_upstream(c);
+		return;
+	}
+	if (c->response_started) {
+		/* Part of the response is out: the only honest signal left is to
+		 * cut the connection, so the client sees a truncated message. */
+		do_count_end(c, SL_OUTCOME_FAILED);
+		do_close(c);
+		return;
+	}
+	int status = sl_up_error_is_timeout(f->kind) ? 504 : 502;
+	const char *detail = sl_up_error_is_timeout(f->kind) ? "upstream timed out" : "upstream failed";
+	do_respond_error(c, status, detail, !c->request_done);
+	do_count_end(c, SL_OUTCOME_FAILED);
+	if (c->request_done)
+		do_request_finished(c);
+	else
+		do_linger(c);
+}
+
+void sl_client_on_upstream_drain(sl_client_t *c)
+{
+	if (!c->up_backlogged)
+		return;
+	c->up_backlogged = false;
+	do_parse(c);
+	do_update_reading(c);
+}
+
+/* ---- accepting and draining ---------------------------------------------------- */
+
+void sl_client_accept(sl_worker_t *w, uv_stream_t *listener, bool admin)
+{
+	sl_client_t *c = sl_calloc(1, sizeof *c);
+	c->w = w;
+	uv_tcp_init(&w->loop, &c->tcp);
+	uv_timer_init(&w->loop, &c->timer);
+	c->tcp.data = c->timer.data = c;
+	c->handles = 2;
+	c->admin_listener = admin;
+	sl_list_insert_tail(&w->clients, &c->link);
+	w->nclients++;
+	int held = atomic_fetch_add_explicit(&w->server->connections, 1, memory_order_relaxed);
+	if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || held >= w->cfg->max_connections) {
+		c->state = CL_HEAD;
+		do_close(c);
+		return;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	struct sockaddr_storage peer;
+	int len = sizeof peer;
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &len) == 0) {
+		if (peer.ss_family == AF_INET6)
+			uv_ip6_name((struct sockaddr_in6 *)&peer, c->ip, sizeof c->ip);
+		else
+			uv_ip4_name((struct sockaddr_in *)&peer, c->ip, sizeof c->ip);
+	} else {
+		strcpy(c->ip, "unknown");
+	}
+	sl_http1_init(&c->parser, true, &request_callbacks, c, (size_t)w->cfg->max_header_size);
+	c->state = CL_HEAD;
+	c->head_start = c->last_read = now_ms(c);
+	do_arm_timer(c);
+	do_update_reading(c);
+}
+
+void sl_client_drain_all(sl_worker_t *w, bool force)
+{
+	sl_list_t *pos, *tmp;
+	sl_list_foreach_safe(pos, tmp, &w->clients)
+	{
+		sl_client_t *c = sl_list_entry(pos, sl_client_t, link);
+		if (force || (c->state == CL_HEAD && c->head_bytes == 0 && c->in_len == c->in_off))
+			do_close(c);
+		else
+			c->keep_alive = false;
+	}
+}

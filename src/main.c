@@ -1,0 +1,135 @@
+/* main.c — start-up, signals, workers, shutdown.
+ *
+ * The main thread parses the settings, binds every listening socket (so a
+ * port in use fails before anything starts), starts the workers, then only
+ * waits for signals: SIGTERM/SIGINT begin a graceful drain bounded by
+ * shutdown_timeout; a second signal, or the timeout, closes everything.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "config.h"
+#include "log.h"
+#include "worker.h"
+
+typedef struct {
+	sl_server_t server;
+	uv_loop_t *loop;
+	uv_signal_t sigterm, sigint, sighup;
+	uv_timer_t shutdown_timer;
+	uv_async_t worker_exited;
+} sl_main_t;
+
+static void do_close_main_handles(sl_main_t *m)
+{
+	uv_close((uv_handle_t *)&m->sigterm, NULL);
+	uv_close((uv_handle_t *)&m->sigint, NULL);
+	uv_close((uv_handle_t *)&m->sighup, NULL);
+	uv_close((uv_handle_t *)&m->shutdown_timer, NULL);
+	uv_close((uv_handle_t *)&m->worker_exited, NULL);
+}
+
+static void do_phase(sl_main_t *m, int phase)
+{
+	atomic_store(&m->server.shutdown_phase, phase);
+	for (int i = 0; i < m->server.nworkers; i++)
+		sl_worker_signal(&m->server.workers[i]);
+}
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+	sl_main_t *m = t->data;
+	sl_warn("shutdown timeout reached: closing the remaining connections");
+	do_phase(m, 2);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	sl_main_t *m = s->data;
+	if (signum == SIGHUP) {
+		sl_info("SIGHUP: configuration reload is not available yet");
+		return;
+	}
+	if (atomic_load(&m->server.shutdown_phase) == 0) {
+		sl_info("%s: draining (up to %g s)", signum == SIGTERM ? "SIGTERM" : "SIGINT",
+		        m->server.cfg->shutdown_timeout);
+		do_phase(m, 1);
+		uv_timer_start(&m->shutdown_timer, on_shutdown_timeout, sl_config_ms(m->server.cfg->shutdown_timeout), 0);
+	} else {
+		do_phase(m, 2);
+	}
+}
+
+static void on_worker_exited(uv_async_t *a)
+{
+	sl_main_t *m = a->data;
+	/* async sends coalesce: count the workers that really ended */
+	if (atomic_load(&m->server.workers_exited) == m->server.nworkers)
+		do_close_main_handles(m);
+}
+
+int main(int argc, char **argv)
+{
+	static sl_config_t cfg;
+	char err[512];
+	switch (sl_config_load(&cfg, argc, argv, err, sizeof err)) {
+	case SL_CONFIG_EXIT:
+		return 0;
+	case SL_CONFIG_ERROR:
+		fprintf(stderr, "sluice: %s\n", err);
+		return 2;
+	case SL_CONFIG_RUN:
+		break;
+	}
+	sl_log_level = cfg.log_level;
+	signal(SIGPIPE, SIG_IGN);
+
+	static sl_main_t m;
+	m.loop = uv_default_loop();
+	m.server.cfg = &cfg;
+	m.server.nworkers = cfg.workers;
+	m.server.workers = sl_calloc((size_t)cfg.workers, sizeof(sl_worker_t));
+	m.server.start_ms = uv_hrtime() / 1000000;
+	m.server.worker_exited = &m.worker_exited;
+	for (int i = 0; i < cfg.workers; i++) {
+		if (sl_worker_bind(&m.server.workers[i], &m.server, i, err, sizeof err) != 0) {
+			fprintf(stderr, "sluice: %s\n", err);
+			return 1;
+		}
+	}
+	uv_async_init(m.loop, &m.worker_exited, on_worker_exited);
+	m.worker_exited.data = &m;
+	uv_timer_init(m.loop, &m.shutdown_timer);
+	m.shutdown_timer.data = &m;
+	uv_signal_t *sigs[] = {&m.sigterm, &m.sigint, &m.sighup};
+	int signums[] = {SIGTERM, SIGINT, SIGHUP};
+	for (int i = 0; i < 3; i++) {
+		uv_signal_init(m.loop, sigs[i]);
+		sigs[i]->data = &m;
+		uv_signal_start(sigs[i], on_signal, signums[i]);
+	}
+	for (int i = 0; i < cfg.workers; i++) {
+		int e = sl_worker_start(&m.server.workers[i]);
+		if (e != 0) {
+			fprintf(stderr, "sluice: cannot start worker %d: %s\n", i, uv_strerror(e));
+			return 1;
+		}
+	}
+	sl_info("listening on %s:%d, forwarding to %s:%d with %d workers", cfg.listen_host, cfg.listen_port,
+	        cfg.target_host, cfg.target_port, cfg.workers);
+	if (cfg.admin_port)
+		sl_info("admin endpoints on %s:%d", cfg.listen_host, cfg.admin_port);
+
+	uv_run(m.loop, UV_RUN_DEFAULT);
+
+	for (int i = 0; i < cfg.workers; i++)
+		sl_worker_join(&m.server.workers[i]);
+	uv_loop_close(m.loop);
+	free(m.server.workers);
+	sl_config_dispose(&cfg);
+	sl_info("stopped");
+	return 0;
+}

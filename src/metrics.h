@@ -1,0 +1,47 @@
+/* metrics.h — per-worker request counters, summed on read.
+ *
+ * Each worker writes only its own sl_metrics_t (plain loads and relaxed
+ * atomic stores: no lock, no read-modify-write on the hot path); readers on
+ * any thread sum all workers with relaxed loads and accept a view that may be
+ * a few requests stale. Outcomes follow SPEC §8: every forwarded request ends
+ * as exactly one of success (upstream status < 500), failed (an upstream 5xx,
+ * sluice's own 502/504, or the client gone) or rejected (a 503 of §4).
+ */
+#ifndef SL_METRICS_H
+#define SL_METRICS_H
+
+#include <stdint.h>
+
+#define SL_METRICS_WINDOW 60 /* seconds of history for rates */
+
+typedef enum { SL_OUTCOME_SUCCESS, SL_OUTCOME_FAILED, SL_OUTCOME_REJECTED } sl_outcome_t;
+
+typedef struct sl_metrics {
+	uint64_t active; /* forwarded requests in flight on this worker */
+	uint64_t total;
+	uint64_t success;
+	uint64_t failed;
+	uint64_t rejected;
+	uint64_t timeouts; /* answered 504 */
+	uint64_t retries;
+	/* one slot per second: which second it holds, and its outcomes */
+	uint64_t win_sec[SL_METRICS_WINDOW];
+	uint64_t win_ok[SL_METRICS_WINDOW];
+	uint64_t win_fail[SL_METRICS_WINDOW];
+} sl_metrics_t;
+
+typedef struct sl_metrics_sum {
+	uint64_t active, total, success, failed, rejected, timeouts, retries;
+	uint64_t window_ok, window_fail; /* outcomes of the last 60 s */
+} sl_metrics_sum_t;
+
+void sl_metrics_init(sl_metrics_t *m);
+
+/* A forwarded request starts / ends (owner thread only). */
+void sl_metrics_begin(sl_metrics_t *m);
+void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t now_ms);
+
+/* Adds m into *sum (any thread). */
+void sl_metrics_add(const sl_metrics_t *m, sl_metrics_sum_t *sum, uint64_t now_ms);
+
+#endif

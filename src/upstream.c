@@ -1,0 +1,478 @@
+/* upstream.c — see upstream.h.
+ *
+ * States of a connection:
+ *   RESOLVING  waiting for the first address of the target name
+ *   CONNECTING uv_tcp_connect in flight
+ *   ACTIVE     attached to a client: request going out, response coming in
+ *   IDLE       in the pool, reading only to notice a close
+ *   CLOSING    uv_close called; freed when both handles have closed
+ * Invariant: up->client != NULL exactly while RESOLVING/CONNECTING/ACTIVE.
+ */
+#include "upstream.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "client.h"
+#include "io.h"
+#include "log.h"
+#include "worker.h"
+
+typedef enum { UP_RESOLVING, UP_CONNECTING, UP_ACTIVE, UP_IDLE, UP_CLOSING } up_state_t;
+
+struct sl_upconn {
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	uv_connect_t connect_req;
+	sl_resolve_waiter_t rwait;
+	sl_worker_t *w;
+	sl_client_t *client;
+	sl_list_t pool_link;
+	sl_list_t all_link;
+	sl_http1_t parser;
+	up_state_t state;
+	int handles; /* handles still open: tcp, timer */
+	uint64_t last_read;  /* loop ms of the last response bytes (or request end) */
+	uint64_t last_write; /* loop ms of the last write progress */
+	sl_up_failure_t pending; /* a failure waiting to be reported */
+	bool has_pending;
+	bool reused;
+	bool request_written;
+	bool request_done;
+	bool response_started;
+	bool response_done;
+	bool paused; /* client backpressure: not reading */
+	bool no_body; /* the request is HEAD: the response has no body */
+	bool extra_bytes; /* bytes after the response: connection unusable */
+	bool tcp_open;
+};
+
+static void do_fail(sl_upconn_t *up, sl_up_error_t kind, int uv_err);
+static void do_close(sl_upconn_t *up);
+
+const char *sl_up_error_name(sl_up_error_t kind)
+{
+	static const char *const names[] = {"resolve", "connect", "connect_timeout", "write", "write_timeout",
+	                                    "closed", "read_timeout", "bad_response", "truncated"};
+	return names[kind];
+}
+
+bool sl_up_error_is_timeout(sl_up_error_t kind)
+{
+	return kind == SL_UP_CONNECT_TIMEOUT || kind == SL_UP_READ_TIMEOUT || kind == SL_UP_WRITE_TIMEOUT;
+}
+
+/* ---- response parsing -------------------------------------------------- */
+
+static int on_resp_head(sl_http1_t *p)
+{
+	sl_upconn_t *up = p->data;
+	int status = p->msg.status;
+	if (status == 101)
+		return sl_http1_fail(p, 502, "upstream switched protocols");
+	if (status < 200) {
+		sl_client_on_upstream_info(up->client, &p->msg);
+		return SL_HTTP1_CONTINUE;
+	}
+	if (sl_client_on_upstream_head(up->client, &p->msg) != 0)
+		return SL_HTTP1_FAIL;
+	return up->no_body ? SL_HTTP1_SKIP_BODY : SL_HTTP1_CONTINUE;
+}
+
+static int on_resp_body(sl_http1_t *p, const char *at, size_t len)
+{
+	sl_upconn_t *up = p->data;
+	if (sl_client_on_upstream_body(up->client, at, len))
+		sl_upstream_pause(up);
+	return SL_HTTP1_CONTINUE;
+}
+
+static int on_resp_complete(sl_http1_t *p)
+{
+	sl_upconn_t *up = p->data;
+	if (p->msg.status < 200)
+		return SL_HTTP1_CONTINUE; /* the final response follows on the same parser */
+	up->response_done = true;
+	return SL_HTTP1_PAUSE;
+}
+
+static const sl_http1_callbacks_t response_callbacks = {on_resp_head, on_resp_body, on_resp_complete};
+
+/* ---- timers -------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t);
+
+static void do_arm(sl_upconn_t *up, uint64_t ms)
+{
+	uv_timer_start(&up->timer, on_timer, ms, 0);
+}
+
+/* Lazy timeout: the deadline moves with activity without touching the timer
+ * heap on every read; the timer re-arms itself for what is left. */
+static void do_check(sl_upconn_t *up, uint64_t base, double limit_s, sl_up_error_t kind)
+{
+	uint64_t now = uv_now(&up->w->loop), limit = sl_config_ms(limit_s);
+	if (now - base >= limit)
+		do_fail(up, kind, UV_ETIMEDOUT);
+	else
+		do_arm(up, limit - (now - base));
+}
+
+static void on_timer(uv_timer_t *t)
+{
+	sl_upconn_t *up = t->data;
+	const sl_config_t *cfg = up->w->cfg;
+	uint64_t now = uv_now(&up->w->loop);
+	if (up->has_pending) {
+		up->has_pending = false;
+		do_fail(up, up->pending.kind, up->pending.uv_err);
+		return;
+	}
+	switch (up->state) {
+	case UP_RESOLVING:
+	case UP_CONNECTING:
+		do_fail(up, SL_UP_CONNECT_TIMEOUT, UV_ETIMEDOUT);
+		break;
+	case UP_IDLE:
+		if (now - up->last_read >= sl_config_ms(cfg->pool_idle_timeout))
+			do_close(up);
+		else
+			do_arm(up, sl_config_ms(cfg->pool_idle_timeout) - (now - up->last_read));
+		break;
+	case UP_ACTIVE:
+		if (uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp) > 0) {
+			do_check(up, up->last_write, cfg->write_timeout, SL_UP_WRITE_TIMEOUT);
+		} else if (!up->request_done || up->paused) {
+			/* The client is the slow side; its own timers govern. */
+			up->last_read = now;
+			do_arm(up, sl_config_ms(cfg->read_timeout));
+		} else {
+			do_check(up, up->last_read, cfg->read_timeout,
+			         up->response_started ? SL_UP_TRUNCATED : SL_UP_READ_TIMEOUT);
+		}
+		break;
+	case UP_CLOSING:
+		break;
+	}
+}
+
+/* ---- lifecycle ----------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	sl_upconn_t *up = h->data;
+	if (--up->handles > 0)
+		return;
+	sl_worker_t *w = up->w;
+	sl_http1_dispose(&up->parser);
+	free(up);
+	sl_worker_maybe_finish(w);
+}
+
+static void do_close(sl_upconn_t *up)
+{
+	if (up->state == UP_CLOSING)
+		return;
+	if (up->state == UP_IDLE)
+		sl_pool_remove(&up->w->pool, &up->pool_link);
+	if (up->state == UP_RESOLVING)
+		sl_resolver_cancel(&up->rwait);
+	up->state = UP_CLOSING;
+	up->client = NULL;
+	sl_list_remove(&up->all_link);
+	up->w->pool.open--;
+	uv_close((uv_handle_t *)&up->timer, on_handle_closed);
+	if (up->tcp_open)
+		uv_close((uv_handle_t *)&up->tcp, on_handle_closed);
+	else
+		up->handles--;
+}
+
+/* The one failure funnel: detach, close, report to the client. */
+static void do_fail(sl_upconn_t *up, sl_up_error_t kind, int uv_err)
+{
+	if (up->state == UP_CLOSING)
+		return;
+	sl_client_t *c = up->client;
+	sl_up_failure_t f = {
+	    .kind = kind,
+	    .uv_err = uv_err,
+	    .reused = up->reused,
+	    .request_written = up->request_written,
+	    .response_started = up->response_started,
+	};
+	if (kind == SL_UP_CONNECT || kind == SL_UP_CONNECT_TIMEOUT)
+		sl_resolver_refresh(&up->w->resolver);
+	do_close(up);
+	if (c)
+		sl_client_on_upstream_error(c, &f);
+}
+
+/* Reports a failure from the next loop turn, so that a client calling into
+ * this module never sees its own callback run underneath it. */
+static void do_fail_later(sl_upconn_t *up, sl_up_error_t kind, int uv_err)
+{
+	if (up->has_pending || up->state == UP_CLOSING)
+		return;
+	up->has_pending = true;
+	up->pending.kind = kind;
+	up->pending.uv_err = uv_err;
+	do_arm(up, 0);
+}
+
+/* The response is complete: pool the connection if it can carry another
+ * exchange, then tell the client. Runs after llhttp_execute returned. */
+static void do_finish(sl_upconn_t *up)
+{
+	sl_client_t *c = up->client;
+	sl_worker_t *w = up->w;
+	bool reusable = up->request_done && !up->extra_bytes && up->parser.msg.keep_alive &&
+	                !sl_http1_needs_eof(&up->parser) && !w->draining && !up->paused;
+	up->client = NULL;
+	if (reusable && sl_pool_put(&w->pool, &up->pool_link)) {
+		up->state = UP_IDLE;
+		up->last_read = uv_now(&w->loop);
+		do_arm(up, sl_config_ms(w->cfg->pool_idle_timeout));
+	} else {
+		do_close(up);
+	}
+	sl_client_on_upstream_done(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	sl_upconn_t *up = h->data;
+	buf->base = up->w->read_buf;
+	buf->len = SL_READ_BUF_SIZE;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	sl_upconn_t *up = s->data;
+	if (nread == 0 || up->state == UP_CLOSING)
+		return;
+	if (up->state == UP_IDLE) {
+		/* A pooled connection must stay silent: EOF, reset or stray bytes
+		 * all mean it can no longer be used. */
+		do_close(up);
+		return;
+	}
+	if (nread < 0) {
+		if (nread == UV_EOF && up->response_started && sl_http1_needs_eof(&up->parser) &&
+		    sl_http1_finish(&up->parser) == SL_HTTP1_OK && up->response_done) {
+			up->extra_bytes = true; /* closed: not reusable */
+			do_finish(up);
+			return;
+		}
+		do_fail(up, up->response_started ? SL_UP_TRUNCATED : SL_UP_CLOSED, (int)nread);
+		return;
+	}
+	up->last_read = uv_now(&up->w->loop);
+	up->response_started = true;
+	size_t consumed;
+	int r = sl_http1_execute(&up->parser, buf->base, (size_t)nread, &consumed);
+	if (r == SL_HTTP1_ERROR) {
+		sl_debug("bad response from upstream: %s", up->parser.error ? up->parser.error : "?");
+		do_fail(up, SL_UP_BAD_RESPONSE, 0);
+		return;
+	}
+	if (up->response_done) {
+		if (consumed < (size_t)nread)
+			up->extra_bytes = true;
+		do_finish(up);
+	}
+}
+
+static void do_start(sl_upconn_t *up)
+{
+	up->state = UP_ACTIVE;
+	uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
+	sl_client_on_upstream_ready(up->client);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+	sl_upconn_t *up = req->data;
+	if (up->state != UP_CONNECTING)
+		return; /* closed meanwhile (status is UV_ECANCELED) */
+	if (status != 0) {
+		sl_debug("upstream connect failed: %s", uv_strerror(status));
+		do_fail(up, SL_UP_CONNECT, status);
+		return;
+	}
+	uv_timer_stop(&up->timer);
+	do_start(up);
+}
+
+static void do_connect(sl_upconn_t *up)
+{
+	struct sockaddr_storage addr;
+	int err = sl_resolver_pick(&up->w->resolver, &addr);
+	if (err != 0) {
+		do_fail(up, SL_UP_RESOLVE, err);
+		return;
+	}
+	up->state = UP_CONNECTING;
+	err = uv_tcp_connect(&up->connect_req, &up->tcp, (struct sockaddr *)&addr, on_connect);
+	if (err != 0)
+		do_fail(up, SL_UP_CONNECT, err);
+}
+
+static void on_resolved(sl_resolve_waiter_t *wt, int status)
+{
+	sl_upconn_t *up = (sl_upconn_t *)((char *)wt - offsetof(sl_upconn_t, rwait));
+	if (status != 0) {
+		do_fail(up, SL_UP_RESOLVE, status);
+		return;
+	}
+	do_connect(up);
+}
+
+static void on_deferred_connect(uv_timer_t *t)
+{
+	sl_upconn_t *up = t->data;
+	if (up->has_pending) {
+		on_timer(t);
+		return;
+	}
+	do_arm(up, sl_config_ms(up->w->cfg->connect_timeout));
+	struct sockaddr_storage addr;
+	if (sl_resolver_pick(&up->w->resolver, &addr) == UV_EAGAIN) {
+		up->state = UP_RESOLVING;
+		sl_resolver_wait(&up->w->resolver, &up->rwait, on_resolved);
+		return;
+	}
+	do_connect(up);
+}
+
+sl_upconn_t *sl_upstream_acquire(sl_worker_t *w, sl_client_t *c)
+{
+	sl_list_t *link = sl_pool_take(&w->pool);
+	if (link != NULL) {
+		sl_upconn_t *up = sl_list_entry(link, sl_upconn_t, pool_link);
+		up->state = UP_ACTIVE;
+		up->client = c;
+		up->reused = true;
+		return up;
+	}
+	sl_upconn_t *up = sl_calloc(1, sizeof *up);
+	up->w = w;
+	up->client = c;
+	up->handles = 2;
+	up->state = UP_CONNECTING;
+	sl_list_init(&up->pool_link);
+	sl_list_insert_tail(&w->upconns, &up->all_link);
+	uv_tcp_init(&w->loop, &up->tcp);
+	uv_tcp_nodelay(&up->tcp, 1);
+	up->tcp_open = true;
+	uv_timer_init(&w->loop, &up->timer);
+	up->tcp.data = up->timer.data = up->connect_req.data = up;
+	sl_http1_init(&up->parser, false, &response_callbacks, up, (size_t)w->cfg->max_header_size * 2);
+	w->pool.created++;
+	w->pool.open++;
+	/* Connecting starts from the next loop turn: the caller gets the
+	 * connection first and every outcome arrives as a callback. */
+	uv_timer_start(&up->timer, on_deferred_connect, 0, 0);
+	return up;
+}
+
+bool sl_upstream_is_ready(const sl_upconn_t *up)
+{
+	return up->state == UP_ACTIVE;
+}
+
+int sl_upstream_send_head(sl_upconn_t *up, const char *head, size_t len, bool no_body)
+{
+	sl_worker_t *w = up->w;
+	up->request_written = up->request_done = false;
+	up->response_started = up->response_done = up->extra_bytes = false;
+	up->has_pending = false;
+	up->no_body = no_body;
+	sl_http1_reset(&up->parser);
+	up->last_write = up->last_read = uv_now(&w->loop);
+	do_arm(up, sl_config_ms(w->cfg->write_timeout));
+	uv_buf_t b = uv_buf_init((char *)head, (unsigned)len);
+	return sl_upstream_send(up, &b, 1);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+	sl_upconn_t *up = req->handle->data;
+	sl_io_write_done(req);
+	if (up->state == UP_CLOSING)
+		return;
+	if (status != 0) {
+		do_fail(up, SL_UP_WRITE, status);
+		return;
+	}
+	up->last_write = uv_now(&up->w->loop);
+	if (up->client && uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp) <= SL_LOW_WATER)
+		sl_client_on_upstream_drain(up->client);
+}
+
+int sl_upstream_send(sl_upconn_t *up, const uv_buf_t *bufs, unsigned n)
+{
+	if (up->state != UP_ACTIVE || up->has_pending)
+		return -1;
+	int err = sl_io_write((uv_stream_t *)&up->tcp, bufs, n, on_written, &up->request_written);
+	if (err != 0) {
+		do_fail_later(up, SL_UP_WRITE, err);
+		return -1;
+	}
+	return uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp) > SL_HIGH_WATER;
+}
+
+void sl_upstream_request_done(sl_upconn_t *up)
+{
+	if (up->state != UP_ACTIVE)
+		return;
+	up->request_done = true;
+	up->last_read = uv_now(&up->w->loop);
+	if (!up->has_pending)
+		do_arm(up, sl_config_ms(up->w->cfg->read_timeout));
+}
+
+void sl_upstream_pause(sl_upconn_t *up)
+{
+	if (up->paused || up->state != UP_ACTIVE)
+		return;
+	up->paused = true;
+	uv_read_stop((uv_stream_t *)&up->tcp);
+}
+
+void sl_upstream_resume(sl_upconn_t *up)
+{
+	if (!up->paused || up->state != UP_ACTIVE)
+		return;
+	up->paused = false;
+	up->last_read = uv_now(&up->w->loop);
+	uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
+}
+
+void sl_upstream_abort(sl_upconn_t *up)
+{
+	up->client = NULL;
+	do_close(up);
+}
+
+void sl_upstream_close_pool(sl_worker_t *w)
+{
+	sl_list_t *link;
+	while ((link = sl_pool_take(&w->pool)) != NULL) {
+		sl_upconn_t *up = sl_list_entry(link, sl_upconn_t, pool_link);
+		up->state = UP_ACTIVE; /* already unlinked from the pool */
+		do_close(up);
+	}
+}
+
+void sl_upstream_close_all(sl_worker_t *w)
+{
+	sl_upstream_close_pool(w);
+	sl_list_t *pos, *tmp;
+	sl_list_foreach_safe(pos, tmp, &w->upconns)
+	{
+		sl_upconn_t *up = sl_list_entry(pos, sl_upconn_t, all_link);
+		do_fail(up, SL_UP_CLOSED, UV_ECANCELED);
+	}
+}

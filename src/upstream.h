@@ -1,0 +1,83 @@
+/* upstream.h — one exchange with the upstream: connect (or reuse a pooled
+ * connection), send the request, parse the response, hand it to the client.
+ *
+ * An sl_upconn_t is an upstream TCP connection. While attached to a client it
+ * carries that client's exchange; between exchanges it idles in the worker's
+ * pool, still reading so that a close by the upstream removes it at once.
+ * Every failure goes through one place (do_fail) that detaches the client,
+ * closes the connection and reports an sl_up_failure_t — never from inside a
+ * call the client made, always from a libuv callback, so the client is never
+ * re-entered.
+ *
+ * Timers (one per connection, re-armed per phase, checked lazily): connect
+ * timeout; write timeout while request bytes are queued; read timeout once
+ * the request is sent (for the head and between body reads, paused while the
+ * client is the slow side); pool idle timeout while pooled.
+ */
+#ifndef SL_UPSTREAM_H
+#define SL_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "http1.h"
+
+typedef struct sl_worker sl_worker_t;
+typedef struct sl_client sl_client_t;
+typedef struct sl_upconn sl_upconn_t;
+
+typedef enum {
+	SL_UP_RESOLVE,         /* the target name did not resolve */
+	SL_UP_CONNECT,         /* connection refused / unreachable */
+	SL_UP_CONNECT_TIMEOUT, /* connect_timeout passed */
+	SL_UP_WRITE,           /* writing the request failed */
+	SL_UP_WRITE_TIMEOUT,   /* a request write stalled for write_timeout */
+	SL_UP_CLOSED,          /* closed or reset before any response byte */
+	SL_UP_READ_TIMEOUT,    /* read_timeout passed waiting for the response */
+	SL_UP_BAD_RESPONSE,    /* the response did not parse */
+	SL_UP_TRUNCATED        /* closed, reset or timed out inside the response */
+} sl_up_error_t;
+
+typedef struct sl_up_failure {
+	sl_up_error_t kind;
+	int uv_err;             /* the libuv error behind it, or 0 */
+	bool reused;            /* the connection came from the pool */
+	bool request_written;   /* some request byte may have reached the upstream */
+	bool response_started;  /* some response byte arrived */
+} sl_up_failure_t;
+
+const char *sl_up_error_name(sl_up_error_t kind);
+bool sl_up_error_is_timeout(sl_up_error_t kind);
+
+/* Gets a connection for client c: a pooled one (returned ready, reused) or a
+ * new one (connecting; sl_client_on_upstream_ready or _error follows). */
+sl_upconn_t *sl_upstream_acquire(sl_worker_t *w, sl_client_t *c);
+bool sl_upstream_is_ready(const sl_upconn_t *up);
+
+/* Starts an exchange on a ready connection: resets the response parser
+ * (no_body: the request is HEAD) and writes the head. Returns 0 or < 0 when
+ * the write failed (the failure is then reported asynchronously). */
+int sl_upstream_send_head(sl_upconn_t *up, const char *head, size_t len, bool no_body);
+
+/* Writes request body bytes. Returns 0, 1 when the upstream is backlogged
+ * (stop reading the client until sl_client_on_upstream_drain), or < 0 when
+ * the connection failed (reported asynchronously). */
+int sl_upstream_send(sl_upconn_t *up, const uv_buf_t *bufs, unsigned n);
+
+/* The whole request has been written: the read timeout starts. */
+void sl_upstream_request_done(sl_upconn_t *up);
+
+/* Client backpressure: stop / resume reading the response. */
+void sl_upstream_pause(sl_upconn_t *up);
+void sl_upstream_resume(sl_upconn_t *up);
+
+/* Forgets the client and closes the connection (client gone, or the
+ * exchange abandoned). No callback follows. */
+void sl_upstream_abort(sl_upconn_t *up);
+
+/* Shutdown: close every idle pooled connection (all = every connection). */
+void sl_upstream_close_pool(sl_worker_t *w);
+void sl_upstream_close_all(sl_worker_t *w);
+
+#endif

@@ -1,0 +1,153 @@
+/* worker.c — see worker.h.
+ *
+ * Shutdown has two phases, driven by the main thread through w->wake:
+ *   drain: close the listeners (new connections are refused), close idle
+ *          keep-alive connections and pooled upstream connections, let every
+ *          request in progress finish; the loop ends when nothing is left.
+ *   stop:  the shutdown timeout passed: close everything now.
+ */
+#include "worker.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "client.h"
+#include "listener.h"
+#include "log.h"
+#include "upstream.h"
+
+#define SL_RESOLVE_REFRESH_MS 30000
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+	sl_worker_t *w = listener->data;
+	if (status != 0) {
+		sl_warn("accept failed: %s", uv_strerror(status));
+		return;
+	}
+	sl_client_accept(w, listener, listener == (uv_stream_t *)&w->admin_listener);
+}
+
+static void do_close_loop_handles(sl_worker_t *w)
+{
+	if (w->closed)
+		return;
+	w->closed = true;
+	sl_resolver_close(&w->resolver);
+	uv_close((uv_handle_t *)&w->wake, NULL);
+}
+
+static void do_close_listeners(sl_worker_t *w)
+{
+	if (w->has_listener) {
+		uv_close((uv_handle_t *)&w->listener, NULL);
+		w->has_listener = false;
+	}
+	if (w->has_admin) {
+		uv_close((uv_handle_t *)&w->admin_listener, NULL);
+		w->has_admin = false;
+	}
+}
+
+void sl_worker_maybe_finish(sl_worker_t *w)
+{
+	if (w->draining && w->nclients == 0 && sl_list_empty(&w->upconns))
+		do_close_loop_handles(w);
+}
+
+static void on_wake(uv_async_t *a)
+{
+	sl_worker_t *w = a->data;
+	int phase = atomic_load(&w->server->shutdown_phase);
+	if (phase >= 1 && !w->draining) {
+		w->draining = true;
+		do_close_listeners(w);
+		sl_upstream_close_pool(w);
+		sl_client_drain_all(w, false);
+	}
+	if (phase >= 2 && !w->stopping) {
+		w->stopping = true;
+		sl_client_drain_all(w, true);
+		sl_upstream_close_all(w);
+	}
+	sl_worker_maybe_finish(w);
+}
+
+int sl_worker_bind(sl_worker_t *w, sl_server_t *s, int id, char *err, size_t errlen)
+{
+	memset(w, 0, sizeof *w);
+	w->id = id;
+	w->server = s;
+	w->cfg = s->cfg;
+	w->admin_fd = -1;
+	w->listen_fd = sl_listener_bind(s->cfg->listen_host, s->cfg->listen_port, true, err, errlen);
+	if (w->listen_fd < 0)
+		return -1;
+	if (id == 0 && s->cfg->admin_port) {
+		w->admin_fd = sl_listener_bind(s->cfg->listen_host, s->cfg->admin_port, false, err, errlen);
+		if (w->admin_fd < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int do_open_listener(sl_worker_t *w, uv_tcp_t *t, int fd)
+{
+	uv_tcp_init(&w->loop, t);
+	t->data = w;
+	int err = uv_tcp_open(t, fd);
+	if (err == 0)
+		err = uv_listen((uv_stream_t *)t, 4096, on_connection);
+	return err;
+}
+
+static void worker_main(void *arg)
+{
+	sl_worker_t *w = arg;
+	uv_run(&w->loop, UV_RUN_DEFAULT);
+	atomic_fetch_add(&w->server->workers_exited, 1);
+	uv_async_send(w->server->worker_exited);
+}
+
+int sl_worker_start(sl_worker_t *w)
+{
+	const sl_config_t *cfg = w->cfg;
+	int err = uv_loop_init(&w->loop);
+	if (err)
+		return err;
+	w->loop.data = w;
+	sl_list_init(&w->clients);
+	sl_list_init(&w->upconns);
+	sl_metrics_init(&w->metrics);
+	int n = w->server->nworkers;
+	uint32_t share = (uint32_t)((cfg->pool_maxsize + n - 1) / n);
+	sl_pool_init(&w->pool, share);
+	w->read_buf = sl_malloc(SL_READ_BUF_SIZE);
+	uv_async_init(&w->loop, &w->wake, on_wake);
+	w->wake.data = w;
+	sl_resolver_init(&w->resolver, &w->loop, cfg->target_host, cfg->target_port, SL_RESOLVE_REFRESH_MS);
+	if ((err = do_open_listener(w, &w->listener, w->listen_fd)) != 0)
+		return err;
+	w->has_listener = true;
+	if (w->admin_fd >= 0) {
+		if ((err = do_open_listener(w, &w->admin_listener, w->admin_fd)) != 0)
+			return err;
+		w->has_admin = true;
+	}
+	return uv_thread_create(&w->thread, worker_main, w);
+}
+
+void sl_worker_signal(sl_worker_t *w)
+{
+	uv_async_send(&w->wake);
+}
+
+void sl_worker_join(sl_worker_t *w)
+{
+	uv_thread_join(&w->thread);
+	uv_loop_close(&w->loop);
+	free(w->read_buf);
+	w->read_buf = NULL;
+}

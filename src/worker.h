@@ -1,0 +1,83 @@
+/* worker.h — the process and its event-loop threads.
+ *
+ * sl_server_t is the process: settings, workers, process-wide limits. Each
+ * sl_worker_t owns one libuv loop on its own thread with its own listening
+ * socket (SO_REUSEPORT: the kernel spreads connections), its own upstream
+ * pool, resolver and counters. Connections never move between workers, so
+ * everything a request touches belongs to one thread; the only cross-thread
+ * traffic is the global connection count, counters read by the admin
+ * endpoints, and shutdown.
+ */
+#ifndef SL_WORKER_H
+#define SL_WORKER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "list.h"
+#include "metrics.h"
+#include "pool.h"
+#include "resolve.h"
+
+#define SL_READ_BUF_SIZE (64 * 1024)
+/* Above this many bytes queued towards one side, stop reading the other. */
+#define SL_HIGH_WATER (256 * 1024)
+#define SL_LOW_WATER (64 * 1024)
+
+typedef struct sl_server sl_server_t;
+
+typedef struct sl_worker {
+	uv_loop_t loop;
+	uv_thread_t thread;
+	int id;
+	sl_server_t *server;
+	const sl_config_t *cfg;
+	int listen_fd, admin_fd; /* bound by main, opened into the loop by the worker */
+	uv_tcp_t listener, admin_listener;
+	bool has_listener, has_admin;
+	uv_async_t wake; /* main -> worker: shutdown phases */
+	uv_timer_t drain_check;
+	sl_pool_t pool;
+	sl_resolver_t resolver;
+	sl_list_t clients; /* every open client connection */
+	sl_list_t upconns; /* every open upstream connection */
+	uint32_t nclients;
+	bool draining; /* stop accepting, finish in-flight requests */
+	bool stopping; /* close everything now */
+	bool closed;   /* loop handles closed, loop is ending */
+	char *read_buf; /* shared by upstream connections: parsed in full on each read */
+	sl_metrics_t metrics;
+} sl_worker_t;
+
+struct sl_server {
+	sl_config_t *cfg;
+	int nworkers;
+	sl_worker_t *workers;
+	uint64_t start_ms;             /* uv_hrtime at start, in ms */
+	atomic_int connections;        /* client connections held, all workers */
+	atomic_int shutdown_phase;     /* 0 running, 1 draining, 2 stopping */
+	atomic_int workers_exited;
+	uv_async_t *worker_exited;     /* worker -> main */
+};
+
+/* Binds the listening sockets (one per worker, SO_REUSEPORT) so that a port
+ * in use is reported before any thread starts. Returns 0 or -errno. */
+int sl_worker_bind(sl_worker_t *w, sl_server_t *s, int id, char *err, size_t errlen);
+
+/* Starts the worker's thread. */
+int sl_worker_start(sl_worker_t *w);
+
+/* From the main thread: enter shutdown phase (1 drain, 2 stop now). */
+void sl_worker_signal(sl_worker_t *w);
+
+/* Joins the thread and frees the loop. */
+void sl_worker_join(sl_worker_t *w);
+
+/* From the worker's own thread: the client or upstream count fell; exit the
+ * loop if draining and nothing is left. */
+void sl_worker_maybe_finish(sl_worker_t *w);
+
+#endif
