@@ -7,6 +7,7 @@
 #   make test-asan  the same suite, built with ASan+UBSan into build-asan/
 #   make test-tsan  the threaded tests, built with TSan into build-tsan/
 #   make fuzz       build the libFuzzer targets (clang) into build-fuzz/
+#   make fuzz-run   run each target for FUZZ_SECONDS (default 60)
 
 BUILD   ?= build
 CC      ?= cc
@@ -33,7 +34,7 @@ UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 PROGRAMS := $(BUILD)/sluice $(BUILD)/sluice-upstream $(BUILD)/sluice-load
 
-.PHONY: all deps run test unit integration test-asan test-tsan fuzz bench clean format
+.PHONY: all deps run test unit integration test-asan test-tsan fuzz fuzz-run bench clean format
 all: $(PROGRAMS)
 
 deps:
@@ -96,6 +97,13 @@ fuzz:
 build-fuzz/fuzz/%: tests/fuzz/%.c $(CORE_OBJ) $(LLHTTP_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fsanitize=fuzzer $^ $(LDFLAGS) $(LDLIBS) -o $@
+
+FUZZ_SECONDS ?= 60
+fuzz-run: fuzz
+	@set -e; for f in $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRC)); do \
+	    name=$${f#fuzz_}; mkdir -p build-fuzz/corpus/$$name; \
+	    build-fuzz/fuzz/$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        build-fuzz/corpus/$$name tests/fuzz/corpus/$$name 2>&1 | tail -4; done
 
 bench: all
 	bench/compare.sh

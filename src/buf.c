@@ -80,3 +80,25 @@ void sl_buf_dispose(sl_buf_t *b)
 	b->base = NULL;
 	b->len = b->cap = 0;
 }
+
+void sl_json_escape(const char *s, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+	for (; *s && o + 7 < outlen; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)ch;
+		} else if (ch < 0x20) {
+			memcpy(out + o, "\\u00", 4);
+			out[o + 4] = hex[ch >> 4];
+			out[o + 5] = hex[ch & 15];
+			o += 6;
+		} else {
+			out[o++] = (char)ch;
+		}
+	}
+	if (outlen)
+		out[o] = '\0';
+}

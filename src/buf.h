@@ -19,6 +19,10 @@ void sl_buf_appends(sl_buf_t *b, const char *s); /* NUL-terminated */
 void sl_buf_printf(sl_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sl_buf_dispose(sl_buf_t *b);
 
+/* Copies s into out (always NUL-terminated, cut to fit) with the characters
+ * JSON strings cannot hold as they are escaped. */
+void sl_json_escape(const char *s, char *out, size_t outlen);
+
 /* Allocation helpers that abort on failure (see above). */
 void *sl_malloc(size_t n);
 void *sl_calloc(size_t n, size_t size);

@@ -175,9 +175,10 @@ static const char *error_code(int status)
  * cannot be trusted), so the connection ends after the answer. */
 static void do_respond_error(sl_client_t *c, int status, const char *detail, bool close)
 {
-	char body[512];
+	char body[512], text[256];
+	sl_json_escape(detail ? detail : sl_http_reason(status), text, sizeof text);
 	int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d,\"message\":\"%s\"}\n",
-	                 error_code(status), status, detail ? detail : sl_http_reason(status));
+	                 error_code(status), status, text);
 	if (n < 0 || n >= (int)sizeof body)
 		n = (int)strlen(body);
 	c->status = status;

@@ -147,6 +147,8 @@ static bool name_is(const sl_http_msg_t *m, const sl_http_header_t *h, const cha
 static int do_check_request(sl_http1_t *p)
 {
 	sl_http_msg_t *m = &p->msg;
+	if (m->major == 0)
+		return sl_http1_fail(p, 400, "malformed request line");
 	if (m->major != 1 || m->minor > 1)
 		return sl_http1_fail(p, 505, "unsupported HTTP version");
 	int hosts = 0, te = 0;
