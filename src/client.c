@@ -75,6 +75,7 @@ struct sl_client {
 	bool continue_sent;
 	bool counted; /* sl_metrics_begin called for this request */
 	bool retried;
+	bool write_failed; /* closing from the timer */
 };
 
 static void do_parse(sl_client_t *c);
@@ -82,6 +83,7 @@ static void do_update_reading(sl_client_t *c);
 static void do_close(sl_client_t *c);
 static void do_linger(sl_client_t *c);
 static void do_arm_timer(sl_client_t *c);
+static void on_timer(uv_timer_t *t);
 
 /* ---- helpers --------------------------------------------------------------- */
 
@@ -123,12 +125,16 @@ static bool do_write(sl_client_t *c, const uv_buf_t *bufs, unsigned n)
 		return false;
 	if (client_queue(c) == 0)
 		c->last_write = now_ms(c);
+	if (c->write_failed)
+		return true;
 	int err = sl_io_write((uv_stream_t *)&c->tcp, bufs, n, on_written, NULL);
 	if (err != 0) {
+		/* The client is gone. We may be inside the upstream's parser, so
+		 * the connection closes from the timer on the next loop turn. */
 		sl_debug("write to client %s failed: %s", c->ip, uv_strerror(err));
+		c->write_failed = true;
 		c->keep_alive = false;
-		uv_read_stop((uv_stream_t *)&c->tcp);
-		c->reading = false;
+		uv_timer_start(&c->timer, on_timer, 0, 0);
 		return true;
 	}
 	return client_queue(c) > SL_HIGH_WATER;
@@ -524,10 +530,11 @@ static void do_update_reading(sl_client_t *c)
 
 /* ---- timers ---------------------------------------------------------------------- */
 
-static void on_timer(uv_timer_t *t);
 
 static void do_arm_ms(sl_client_t *c, uint64_t ms)
 {
+	if (c->write_failed)
+		return; /* the close is already due */
 	uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
@@ -563,6 +570,10 @@ static void on_timer(uv_timer_t *t)
 {
 	sl_client_t *c = t->data;
 	const sl_config_t *cfg = cfg_of(c);
+	if (c->write_failed) {
+		do_client_gone(c);
+		return;
+	}
 	switch (c->state) {
 	case CL_HEAD: {
 		bool idle = c->served > 0 && c->head_bytes == 0 && c->in_len == c->in_off;

@@ -200,9 +200,37 @@ static int on_headers_complete(llhttp_t *l)
 	}
 }
 
+static int on_chunk_header(llhttp_t *l)
+{
+	sl_http1_t *p = parser_of(l);
+	p->chunk_left = l->content_length;
+	return 0;
+}
+
+/* llhttp 8 skips the two bytes after a chunk's data without looking at
+ * them, so "5\r\nhelloXX0\r\n\r\n" would pass as a complete body: a
+ * request smuggling vector. Check them here, across execute() calls. */
+static bool do_check_crlf(sl_http1_t *p, const char *at, const char *end)
+{
+	for (; p->crlf_need > 0 && at < end; at++, p->crlf_need--)
+		if (*at != (p->crlf_need == 2 ? '\r' : '\n'))
+			return false;
+	return true;
+}
+
 static int on_body(llhttp_t *l, const char *at, size_t len)
 {
 	sl_http1_t *p = parser_of(l);
+	if (p->msg.chunked) {
+		p->chunk_left -= len < p->chunk_left ? len : p->chunk_left;
+		if (p->chunk_left == 0) {
+			p->crlf_need = 2;
+			if (!do_check_crlf(p, at + len, p->exec_end)) {
+				sl_http1_fail(p, head_error_status(p, 400), "chunk data not followed by CRLF");
+				return HPE_USER;
+			}
+		}
+	}
 	return p->cb->on_body(p, at, len) == SL_HTTP1_FAIL ? HPE_USER : 0;
 }
 
@@ -232,6 +260,7 @@ static void do_init_settings(void)
 	settings.on_header_value = on_header_value;
 	settings.on_headers_complete = on_headers_complete;
 	settings.on_body = on_body;
+	settings.on_chunk_header = on_chunk_header;
 	settings.on_message_complete = on_message_complete;
 }
 
@@ -256,6 +285,7 @@ void sl_http1_reset(sl_http1_t *p)
 	p->error_status = 0;
 	p->error = NULL;
 	p->tail[0] = p->tail[1] = 0;
+	p->crlf_need = 0;
 }
 
 void sl_http1_dispose(sl_http1_t *p)
@@ -287,6 +317,12 @@ int sl_http1_execute(sl_http1_t *p, const char *data, size_t len, size_t *consum
 		p->paused = false;
 	}
 	p->exec_at = data;
+	p->exec_end = data + len;
+	if (p->crlf_need > 0 && !do_check_crlf(p, data, data + len)) {
+		*consumed = 0;
+		sl_http1_fail(p, head_error_status(p, 400), "chunk data not followed by CRLF");
+		return SL_HTTP1_ERROR;
+	}
 	llhttp_errno_t err = llhttp_execute(&p->llhttp, data, len);
 	if (err == HPE_OK) {
 		*consumed = len;
@@ -311,7 +347,8 @@ int sl_http1_finish(sl_http1_t *p)
 {
 	if (p->paused)
 		return SL_HTTP1_OK;
-	if (llhttp_finish(&p->llhttp) == HPE_OK)
+	llhttp_errno_t err = llhttp_finish(&p->llhttp);
+	if (err == HPE_OK || err == HPE_PAUSED) /* PAUSED: on_complete asked to stop */
 		return SL_HTTP1_OK;
 	if (p->error_status == 0) {
 		p->error_status = head_error_status(p, 400);

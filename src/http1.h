@@ -75,6 +75,9 @@ struct sl_http1 {
 	int error_status;     /* after SL_HTTP1_ERROR: 400, 413, 431, 501, 502, 505 ... */
 	const char *error;    /* after SL_HTTP1_ERROR: static text for logs */
 	const char *exec_at;  /* start of the data being executed, for fold detection */
+	const char *exec_end; /* its end */
+	uint64_t chunk_left;  /* data bytes left in the current chunk */
+	int crlf_need;        /* bytes of a chunk's closing CRLF still to check */
 	char tail[2];         /* last two bytes of the previous execute's data */
 	bool in_trailers;     /* header callbacks after the head are trailers: ignored */
 	bool field_open;      /* a header name is being received */

@@ -6,7 +6,8 @@
  *   ACTIVE     attached to a client: request going out, response coming in
  *   IDLE       in the pool, reading only to notice a close
  *   CLOSING    uv_close called; freed when both handles have closed
- * Invariant: up->client != NULL exactly while RESOLVING/CONNECTING/ACTIVE.
+ * Invariant: up->client != NULL while ACTIVE, and while RESOLVING/CONNECTING
+ * unless the connection is being opened to keep the pool warm.
  */
 #include "upstream.h"
 
@@ -46,6 +47,7 @@ struct sl_upconn {
 	bool no_body; /* the request is HEAD: the response has no body */
 	bool extra_bytes; /* bytes after the response: connection unusable */
 	bool tcp_open;
+	bool warming; /* opened by sl_upstream_keep_warm, for the pool */
 };
 
 static void do_fail(sl_upconn_t *up, sl_up_error_t kind, int uv_err);
@@ -178,6 +180,10 @@ static void do_close(sl_upconn_t *up)
 		sl_pool_remove(&up->w->pool, &up->pool_link);
 	if (up->state == UP_RESOLVING)
 		sl_resolver_cancel(&up->rwait);
+	if (up->warming) {
+		up->warming = false;
+		up->w->warming--;
+	}
 	up->state = UP_CLOSING;
 	up->client = NULL;
 	sl_list_remove(&up->all_link);
@@ -221,22 +227,32 @@ static void do_fail_later(sl_upconn_t *up, sl_up_error_t kind, int uv_err)
 	do_arm(up, 0);
 }
 
-/* The response is complete: pool the connection if it can carry another
- * exchange, then tell the client. Runs after llhttp_execute returned. */
-static void do_finish(sl_upconn_t *up)
+/* Puts a connection with no exchange into the pool, or closes it when the
+ * pool is full or the worker is shutting down. */
+static void do_park(sl_upconn_t *up)
 {
-	sl_client_t *c = up->client;
 	sl_worker_t *w = up->w;
-	bool reusable = up->request_done && !up->extra_bytes && up->parser.msg.keep_alive &&
-	                !sl_http1_needs_eof(&up->parser) && !w->draining && !up->paused;
 	up->client = NULL;
-	if (reusable && sl_pool_put(&w->pool, &up->pool_link)) {
+	if (!w->draining && sl_pool_put(&w->pool, &up->pool_link)) {
 		up->state = UP_IDLE;
 		up->last_read = uv_now(&w->loop);
 		do_arm(up, sl_config_ms(w->cfg->pool_idle_timeout));
 	} else {
 		do_close(up);
 	}
+}
+
+/* The response is complete: pool the connection if it can carry another
+ * exchange, then tell the client. Runs after llhttp_execute returned. */
+static void do_finish(sl_upconn_t *up)
+{
+	sl_client_t *c = up->client;
+	bool reusable = up->request_done && !up->extra_bytes && up->parser.msg.keep_alive &&
+	                !sl_http1_needs_eof(&up->parser) && !up->paused;
+	if (reusable)
+		do_park(up);
+	else
+		do_close(up);
 	sl_client_on_upstream_done(c);
 }
 
@@ -286,8 +302,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void do_start(sl_upconn_t *up)
 {
-	up->state = UP_ACTIVE;
 	uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
+	if (up->warming) {
+		up->warming = false;
+		up->w->warming--;
+		do_park(up);
+		return;
+	}
+	up->state = UP_ACTIVE;
 	sl_client_on_upstream_ready(up->client);
 }
 
@@ -346,16 +368,10 @@ static void on_deferred_connect(uv_timer_t *t)
 	do_connect(up);
 }
 
-sl_upconn_t *sl_upstream_acquire(sl_worker_t *w, sl_client_t *c)
+/* A new connection, connecting from the next loop turn: the caller gets
+ * it first and every outcome arrives as a callback. */
+static sl_upconn_t *do_open(sl_worker_t *w, sl_client_t *c)
 {
-	sl_list_t *link = sl_pool_take(&w->pool);
-	if (link != NULL) {
-		sl_upconn_t *up = sl_list_entry(link, sl_upconn_t, pool_link);
-		up->state = UP_ACTIVE;
-		up->client = c;
-		up->reused = true;
-		return up;
-	}
 	sl_upconn_t *up = sl_calloc(1, sizeof *up);
 	up->w = w;
 	up->client = c;
@@ -371,10 +387,31 @@ sl_upconn_t *sl_upstream_acquire(sl_worker_t *w, sl_client_t *c)
 	sl_http1_init(&up->parser, false, &response_callbacks, up, (size_t)w->cfg->max_header_size * 2);
 	w->pool.created++;
 	w->pool.open++;
-	/* Connecting starts from the next loop turn: the caller gets the
-	 * connection first and every outcome arrives as a callback. */
 	uv_timer_start(&up->timer, on_deferred_connect, 0, 0);
 	return up;
+}
+
+sl_upconn_t *sl_upstream_acquire(sl_worker_t *w, sl_client_t *c)
+{
+	sl_list_t *link = sl_pool_take(&w->pool);
+	if (link == NULL)
+		return do_open(w, c);
+	sl_upconn_t *up = sl_list_entry(link, sl_upconn_t, pool_link);
+	up->state = UP_ACTIVE;
+	up->client = c;
+	up->reused = true;
+	return up;
+}
+
+void sl_upstream_keep_warm(sl_worker_t *w, uint32_t target)
+{
+	if (w->draining)
+		return;
+	while (w->pool.nidle + w->warming < target && w->pool.nidle + w->warming < w->pool.max_idle) {
+		sl_upconn_t *up = do_open(w, NULL);
+		up->warming = true;
+		w->warming++;
+	}
 }
 
 bool sl_upstream_is_ready(const sl_upconn_t *up)

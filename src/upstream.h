@@ -76,6 +76,10 @@ void sl_upstream_resume(sl_upconn_t *up);
  * exchange abandoned). No callback follows. */
 void sl_upstream_abort(sl_upconn_t *up);
 
+/* Opens connections until `target` are idle in the pool or on their way
+ * (pool_connections: warm connections ready before the first request). */
+void sl_upstream_keep_warm(sl_worker_t *w, uint32_t target);
+
 /* Shutdown: close every idle pooled connection (all = every connection). */
 void sl_upstream_close_pool(sl_worker_t *w);
 void sl_upstream_close_all(sl_worker_t *w);

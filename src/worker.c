@@ -19,6 +19,7 @@
 #include "upstream.h"
 
 #define SL_RESOLVE_REFRESH_MS 30000
+#define SL_WARM_CHECK_MS 1000
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -36,6 +37,7 @@ static void do_close_loop_handles(sl_worker_t *w)
 		return;
 	w->closed = true;
 	sl_resolver_close(&w->resolver);
+	uv_close((uv_handle_t *)&w->warm_timer, NULL);
 	uv_close((uv_handle_t *)&w->wake, NULL);
 }
 
@@ -63,6 +65,7 @@ static void on_wake(uv_async_t *a)
 	int phase = atomic_load(&w->server->shutdown_phase);
 	if (phase >= 1 && !w->draining) {
 		w->draining = true;
+		uv_timer_stop(&w->warm_timer);
 		do_close_listeners(w);
 		sl_upstream_close_pool(w);
 		sl_client_drain_all(w, false);
@@ -73,6 +76,19 @@ static void on_wake(uv_async_t *a)
 		sl_upstream_close_all(w);
 	}
 	sl_worker_maybe_finish(w);
+}
+
+/* Worker i's part of a process-wide count: the remainder goes to the first
+ * workers, so the parts add up exactly. */
+static uint32_t share_of(int total, int i, int n)
+{
+	return (uint32_t)(total / n + (i < total % n ? 1 : 0));
+}
+
+static void on_warm_timer(uv_timer_t *t)
+{
+	sl_worker_t *w = t->data;
+	sl_upstream_keep_warm(w, w->warm_target);
 }
 
 int sl_worker_bind(sl_worker_t *w, sl_server_t *s, int id, char *err, size_t errlen)
@@ -121,13 +137,16 @@ int sl_worker_start(sl_worker_t *w)
 	sl_list_init(&w->clients);
 	sl_list_init(&w->upconns);
 	sl_metrics_init(&w->metrics);
-	int n = w->server->nworkers;
-	uint32_t share = (uint32_t)((cfg->pool_maxsize + n - 1) / n);
-	sl_pool_init(&w->pool, share);
+	sl_pool_init(&w->pool, share_of(cfg->pool_maxsize, w->id, w->server->nworkers));
+	w->warm_target = share_of(cfg->pool_connections, w->id, w->server->nworkers);
 	w->read_buf = sl_malloc(SL_READ_BUF_SIZE);
 	uv_async_init(&w->loop, &w->wake, on_wake);
 	w->wake.data = w;
 	sl_resolver_init(&w->resolver, &w->loop, cfg->target_host, cfg->target_port, SL_RESOLVE_REFRESH_MS);
+	uv_timer_init(&w->loop, &w->warm_timer);
+	w->warm_timer.data = w;
+	if (w->warm_target > 0)
+		uv_timer_start(&w->warm_timer, on_warm_timer, 0, SL_WARM_CHECK_MS);
 	if ((err = do_open_listener(w, &w->listener, w->listen_fd)) != 0)
 		return err;
 	w->has_listener = true;

@@ -39,7 +39,9 @@ typedef struct sl_worker {
 	uv_tcp_t listener, admin_listener;
 	bool has_listener, has_admin;
 	uv_async_t wake; /* main -> worker: shutdown phases */
-	uv_timer_t drain_check;
+	uv_timer_t warm_timer; /* keeps pool_connections open */
+	uint32_t warm_target;  /* this worker's share of pool_connections */
+	uint32_t warming;      /* warm connections still connecting */
 	sl_pool_t pool;
 	sl_resolver_t resolver;
 	sl_list_t clients; /* every open client connection */

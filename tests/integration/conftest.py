@@ -60,7 +60,8 @@ class Proc:
         return "http://127.0.0.1:%d" % self.port
 
     def stderr(self):
-        self.errfile.flush()
+        if not self.errfile.closed:
+            self.errfile.flush()
         with open(self.errpath, "rb") as f:
             return f.read()
 

@@ -82,6 +82,25 @@ static void test_obs_fold_rejected_at_every_split(void **state)
 	}
 }
 
+static void test_chunk_crlf_checked_at_every_split(void **state)
+{
+	const char *bad = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n";
+	const char *good = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+	                   "5;ext=1\r\nhello\r\n3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n";
+	sl_http1_t p;
+	counts_t c;
+	for (size_t split = 1; split < strlen(bad); split++) {
+		assert_int_equal(parse_split(&p, &c, bad, split), 400);
+		sl_http1_dispose(&p);
+	}
+	for (size_t split = 1; split < strlen(good); split++) {
+		assert_int_equal(parse_split(&p, &c, good, split), 0);
+		assert_int_equal(c.body, 8);
+		assert_null(sl_http_msg_find(&p.msg, "x-trailer"));
+		sl_http1_dispose(&p);
+	}
+}
+
 static void test_strict_request_checks(void **state)
 {
 	static const struct {
@@ -255,6 +274,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_obs_fold_rejected_at_every_split),
+	    cmocka_unit_test(test_chunk_crlf_checked_at_every_split),
 	    cmocka_unit_test(test_strict_request_checks),
 	    cmocka_unit_test(test_head_limit),
 	    cmocka_unit_test(test_expect_and_framing_facts),
