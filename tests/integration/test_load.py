@@ -1,0 +1,343 @@
+"""sluice-load (SPEC §9, issue 6) against a real sluice-upstream: counts that
+add up, exact success rates, percentiles of a known delay, an open-loop rate
+that holds and shows a server stall, error classification, the report
+formats, exit statuses and argument checking.
+
+Every run of sluice-load is checked for sanitizer reports (the ASan suite
+runs the same tests against build-asan/)."""
+import json
+import os
+import pty
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import BUILD, SANITIZER_MARKS, free_port, http_get, upstream_stats
+
+LOAD = os.path.join(BUILD, "sluice-load")
+
+
+def check_clean(stderr):
+    for mark in SANITIZER_MARKS:
+        assert mark not in stderr, "sluice-load reported:\n%s" % stderr.decode(errors="replace")[-6000:]
+
+
+def run_load(*args, timeout=60):
+    """(exit status, stdout, stderr) of one sluice-load run."""
+    p = subprocess.run([LOAD] + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout)
+    check_clean(p.stderr)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def run_json(*args, timeout=60):
+    """(exit status, the --json report)."""
+    code, out, err = run_load(*args, "--json", timeout=timeout)
+    assert code in (0, 1), "exit %s: %s" % (code, err)
+    return code, json.loads(out)
+
+
+def reset(up):
+    status, _, _ = http_get(up.url + "/__reset", method="POST", data=b"")
+    assert status == 200
+
+
+def key():
+    return uuid.uuid4().hex[:16]
+
+
+def assert_consistent(r):
+    assert r["total"] == r["success"] + r["failed"]
+    assert sum(r["status_codes"].values()) + sum(r["errors"].values()) == r["total"]
+    assert r["success"] == sum(n for code, n in r["status_codes"].items() if 200 <= int(code) < 400)
+
+
+# --- counting -----------------------------------------------------------------
+
+
+def test_counts_add_up_exactly(upstream):
+    reset(upstream)
+    code, r = run_json("--url", upstream.url + "/count", "--total-requests", 1000, "--concurrent", 20,
+                       "--threads", 2)
+    assert code == 0
+    assert_consistent(r)
+    assert (r["total"], r["success"], r["failed"]) == (1000, 1000, 0)
+    assert r["status_codes"] == {"200": 1000}
+    assert r["errors"] == {"connect": 0, "timeout": 0, "reset": 0, "other": 0}
+    assert r["success_rate"] == 1.0
+    assert r["bytes_received"] > 1000 * len("HTTP/1.1 200 OK\r\n")
+    stats = upstream_stats(upstream)
+    assert stats["requests"] == 1000
+    assert stats["connections"] == 20  # keep-alive: one connection each, reused
+
+
+def test_uneven_split_over_threads(upstream):
+    reset(upstream)
+    code, r = run_json("--url", upstream.url + "/", "--total-requests", 10, "--concurrent", 4, "--threads", 3)
+    assert code == 0 and r["total"] == 10 and r["success"] == 10
+    assert upstream_stats(upstream)["requests"] == 10
+
+
+def test_duration_mode_counts_match_upstream(upstream):
+    reset(upstream)
+    code, r = run_json("--url", upstream.url + "/", "--duration", 1, "--concurrent", 8, "--threads", 2)
+    assert code == 0
+    assert_consistent(r)
+    assert r["total"] > 100
+    assert 0.95 <= r["duration_seconds"] <= 1.5
+    assert upstream_stats(upstream)["requests"] == r["total"]
+
+
+def test_no_keepalive_opens_a_connection_per_request(upstream):
+    reset(upstream)
+    code, r = run_json("--url", upstream.url + "/", "--total-requests", 200, "--concurrent", 5, "--no-keepalive")
+    assert code == 0 and r["success"] == 200
+    stats = upstream_stats(upstream)
+    assert stats["requests"] == 200
+    assert stats["connections"] == 200
+
+
+def test_success_rate_exact_with_known_500s(upstream):
+    k = key()
+    code, r = run_json("--url", upstream.url + "/?status=500&fail_times=30&key=" + k, "--total-requests", 200,
+                       "--concurrent", 10)
+    assert code == 0
+    assert_consistent(r)
+    assert (r["success"], r["failed"]) == (170, 30)
+    assert r["status_codes"] == {"200": 170, "500": 30}
+    assert r["success_rate"] == pytest.approx(0.85, abs=1e-12)
+
+    # the same as text, and --min-success-rate turns it into a failure
+    code, out, _ = run_load("--url", upstream.url + "/?status=500&fail_times=30&key=" + key(),
+                            "--total-requests", 200, "--min-success-rate", 0.9)
+    assert code == 1
+    assert "85.00 %" in out
+    code, _, _ = run_load("--url", upstream.url + "/?status=500&fail_times=30&key=" + key(),
+                          "--total-requests", 200, "--min-success-rate", 0.85)
+    assert code == 0
+
+
+def test_exit_1_when_nothing_succeeded(upstream):
+    code, r = run_json("--url", upstream.url + "/?status=503", "--total-requests", 20)
+    assert code == 1
+    assert (r["success"], r["failed"], r["status_codes"]) == (0, 20, {"503": 20})
+
+
+# --- latency ------------------------------------------------------------------
+
+
+def test_percentiles_of_a_known_delay(start_upstream):
+    up = start_upstream(workers=2)
+    code, r = run_json("--url", up.url + "/?delay_ms=100", "--total-requests", 60, "--concurrent", 20)
+    assert code == 0 and r["success"] == 60
+    # the upstream's timer has 1 ms granularity; the histogram adds <= 0.8 %
+    assert 98.0 <= r["p50"] <= 104.0, r
+    for k in ("min_response_time", "avg_response_time", "p90", "p95", "p99", "p999", "max_response_time"):
+        assert 98.0 <= r[k] <= 110.0, (k, r)
+    assert r["min_response_time"] <= r["p50"] <= r["p90"] <= r["p99"] <= r["max_response_time"]
+
+
+def test_rate_holds(upstream):
+    reset(upstream)
+    code, r = run_json("--url", upstream.url + "/", "--rate", 400, "--duration", 3, "--concurrent", 10)
+    assert code == 0
+    assert r["total"] == pytest.approx(1200, rel=0.05)
+    assert r["requests_per_second"] == pytest.approx(400, rel=0.05)
+    assert upstream_stats(upstream)["requests"] == r["total"]
+    assert r["p50"] < 50  # an idle loopback upstream answers at once
+
+
+def test_rate_mode_shows_a_server_stall(start_upstream):
+    """The upstream is frozen for 1 s in the middle of a 3 s open-loop run:
+    requests due during the stall count their wait, so p99 is about 1 s (a
+    closed-loop tool would report the few requests it managed to send)."""
+    up = start_upstream(workers=1)
+    p = subprocess.Popen([LOAD, "--url", up.url + "/", "--rate", "200", "--duration", "3", "--concurrent", "50",
+                          "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.0)
+        up.signal(signal.SIGSTOP)
+        time.sleep(1.0)
+    finally:
+        up.signal(signal.SIGCONT)
+    out, err = p.communicate(timeout=30)
+    check_clean(err)
+    assert p.returncode == 0, err
+    r = json.loads(out)
+    assert r["total"] == 600 and r["success"] == 600
+    assert r["p99"] >= 900, r
+    assert r["max_response_time"] >= 950
+    assert r["p50"] < 200
+
+
+def test_rate_beyond_capacity_reports_unsent(upstream):
+    # 5 connections x 200 ms can carry 25 req/s, not 100: the run still ends
+    # on time, and what was due but never sent is reported, not hidden
+    code, r = run_json("--url", upstream.url + "/?delay_ms=200", "--rate", 100, "--duration", 1, "--concurrent", 5)
+    assert code == 0
+    assert r["total"] + r["unsent"] == 100
+    assert 20 <= r["total"] <= 40
+    assert r["duration_seconds"] < 1.6
+    assert r["p99"] >= 500  # the wait for a free connection is part of the latency
+
+
+# --- errors -------------------------------------------------------------------
+
+
+def test_timeouts_classified(upstream):
+    t0 = time.time()
+    code, r = run_json("--url", upstream.url + "/?fail=hang", "--total-requests", 4, "--concurrent", 2,
+                       "--timeout", 0.5)
+    elapsed = time.time() - t0
+    assert code == 1
+    assert r["errors"] == {"connect": 0, "timeout": 4, "reset": 0, "other": 0}
+    assert (r["total"], r["failed"], r["status_codes"]) == (4, 4, {})
+    assert 0.9 <= elapsed < 5
+
+
+def test_connect_errors_classified():
+    port = free_port()  # nothing listens there
+    code, r = run_json("--url", "http://127.0.0.1:%d/" % port, "--total-requests", 25, "--concurrent", 5)
+    assert code == 1
+    assert r["errors"] == {"connect": 25, "timeout": 0, "reset": 0, "other": 0}
+    assert r["total"] == 25 and r["success"] == 0
+
+
+@pytest.mark.parametrize("fail", ["reset", "close"])
+def test_resets_classified(upstream, fail):
+    code, r = run_json("--url", upstream.url + "/?fail=" + fail, "--total-requests", 30, "--concurrent", 3)
+    assert code == 1
+    assert r["errors"] == {"connect": 0, "timeout": 0, "reset": 30, "other": 0}
+
+
+def test_failed_connections_are_reopened(upstream):
+    # two resets, then the same connections must carry on
+    k = key()
+    code, r = run_json("--url", upstream.url + "/?fail=reset&fail_times=2&key=" + k, "--total-requests", 50,
+                       "--concurrent", 2)
+    assert code == 0
+    assert (r["success"], r["errors"]["reset"]) == (48, 2)
+
+
+# --- HTTP framing -------------------------------------------------------------
+
+
+def test_bodies_chunked_sized_and_head(upstream):
+    code, r = run_json("--url", upstream.url + "/?size=100000&chunked=1", "--total-requests", 20)
+    assert code == 0 and r["success"] == 20
+    assert r["bytes_received"] >= 20 * 100000
+    code, r = run_json("--url", upstream.url + "/?size=100000", "--total-requests", 20)
+    assert code == 0 and r["success"] == 20
+    assert r["bytes_received"] >= 20 * 100000
+    # HEAD: the Content-Length announces a body that never comes
+    code, r = run_json("--url", upstream.url + "/?size=100000", "--method", "HEAD", "--total-requests", 20,
+                       "--concurrent", 2)
+    assert code == 0 and r["success"] == 20
+    assert r["bytes_received"] < 20 * 1000
+
+
+def test_post_body_reaches_the_upstream(upstream, tmp_path):
+    reset(upstream)
+    code, r = run_json("--url", upstream.url + "/", "--method", "POST", "--body", "x" * 1000,
+                       "--header", "Content-Type: text/plain", "--total-requests", 10)
+    assert code == 0 and r["success"] == 10
+    body = tmp_path / "body"
+    body.write_bytes(b"y" * 300000)  # larger than a socket buffer: written in parts
+    code, r = run_json("--url", upstream.url + "/", "--method", "PUT", "--body-file", body, "--total-requests", 4,
+                       "--concurrent", 2)
+    assert code == 0 and r["success"] == 4
+    stats = upstream_stats(upstream)
+    assert stats["requests"] == 14
+    assert stats["bytes_received"] == 10 * 1000 + 4 * 300000  # request body bytes
+
+
+# --- reports ------------------------------------------------------------------
+
+
+def test_json_report_keys(upstream):
+    code, r = run_json("--url", upstream.url + "/", "--total-requests", 10)
+    assert code == 0
+    for k in ("total", "success", "failed", "bytes_received"):
+        assert isinstance(r[k], int), k
+    for k in ("success_rate", "requests_per_second", "avg_response_time", "min_response_time",
+              "max_response_time", "p50", "p90", "p95", "p99", "p999", "duration_seconds"):
+        assert isinstance(r[k], (int, float)), k
+    assert 0 <= r["success_rate"] <= 1
+    assert set(r["errors"]) == {"connect", "timeout", "reset", "other"}
+    assert r["status_codes"] == {"200": 10}
+
+
+def test_text_report(upstream):
+    code, out, err = run_load("--url", upstream.url + "/?status=404", "--total-requests", 10)
+    assert code == 1
+    assert err == ""  # no progress line when stderr is not a terminal
+    for want in ("Requests sent", "Success rate     0.00 %", "Requests/s", "p50", "p90", "p95", "p99",
+                 "p99.9", "avg", "min", "max", "Status codes", "404     10", "Errors", "connect", "timeout",
+                 "reset", "other", "Bytes received"):
+        assert want in out, want
+
+
+def test_progress_line_on_a_terminal(upstream):
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([LOAD, "--url", upstream.url + "/?delay_ms=5", "--duration", "1.6", "--concurrent", "2"],
+                             stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        out, _ = p.communicate(timeout=30)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    check_clean(seen)
+    assert p.returncode == 0
+    assert b"req/s" in seen and b"requests" in seen
+    assert b"Requests sent" in out and b"req/s," not in out
+
+
+# --- arguments ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["--url"],
+    ["--url", "https://127.0.0.1/"],
+    ["--url", "127.0.0.1:80/"],
+    ["--url", "http://127.0.0.1:0/"],
+    ["--url", "http://127.0.0.1/", "--concurrent", "0"],
+    ["--url", "http://127.0.0.1/", "--concurrent", "ten"],
+    ["--url", "http://127.0.0.1/", "--total-requests", "-5"],
+    ["--url", "http://127.0.0.1/", "--total-requests", "5", "--duration", "1"],
+    ["--url", "http://127.0.0.1/", "--timeout", "0"],
+    ["--url", "http://127.0.0.1/", "--rate", "abc"],
+    ["--url", "http://127.0.0.1/", "--header", "no colon"],
+    ["--url", "http://127.0.0.1/", "--method", "GE T"],
+    ["--url", "http://127.0.0.1/", "--min-success-rate", "1.5"],
+    ["--url", "http://127.0.0.1/", "--body", "a", "--body-file", "/dev/null"],
+    ["--url", "http://127.0.0.1/", "--body-file", "/nonexistent/file"],
+    ["--url", "http://127.0.0.1/", "--threads", "0"],
+    ["--url", "http://127.0.0.1/", "--frobnicate"],
+    ["--url", "http://name.invalid/"],
+])
+def test_bad_arguments_exit_2(args):
+    code, out, err = run_load(*args)
+    assert code == 2, (args, code, err)
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sluice-load: ") and lines[0].endswith("."), err
+
+
+def test_help_and_version():
+    code, out, _ = run_load("--help")
+    assert code == 0 and "--total-requests" in out and "--rate" in out
+    code, out, _ = run_load("--version")
+    assert code == 0 and out.startswith("sluice-load")
