@@ -48,6 +48,8 @@ struct sl_upconn {
 	bool extra_bytes; /* bytes after the response: connection unusable */
 	bool tcp_open;
 	bool warming; /* opened by sl_upstream_keep_warm, for the pool */
+	int addr_tries; /* addresses of the target tried by this connect */
+	bool replacing; /* the socket of a failed address is closing */
 };
 
 static void do_fail(sl_upconn_t *up, sl_up_error_t kind, int uv_err);
@@ -191,7 +193,7 @@ static void do_close(sl_upconn_t *up)
 	uv_close((uv_handle_t *)&up->timer, on_handle_closed);
 	if (up->tcp_open)
 		uv_close((uv_handle_t *)&up->tcp, on_handle_closed);
-	else
+	else if (!up->replacing) /* else on_socket_replaced accounts for it */
 		up->handles--;
 }
 
@@ -313,6 +315,23 @@ static void do_start(sl_upconn_t *up)
 	sl_client_on_upstream_ready(up->client);
 }
 
+static void do_connect(sl_upconn_t *up);
+
+static void on_socket_replaced(uv_handle_t *h)
+{
+	sl_upconn_t *up = h->data;
+	up->replacing = false;
+	if (up->state != UP_CONNECTING) {
+		on_handle_closed(h); /* closed meanwhile: account for the old socket */
+		return;
+	}
+	uv_tcp_init(&up->w->loop, &up->tcp);
+	up->tcp_open = true;
+	uv_tcp_nodelay(&up->tcp, 1);
+	up->tcp.data = up;
+	do_connect(up);
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
 	sl_upconn_t *up = req->data;
@@ -320,6 +339,14 @@ static void on_connect(uv_connect_t *req, int status)
 		return; /* closed meanwhile (status is UV_ECANCELED) */
 	if (status != 0) {
 		sl_debug("upstream connect failed: %s", uv_strerror(status));
+		if (++up->addr_tries < up->w->resolver.naddrs) {
+			/* The name has several addresses (IPv6 and IPv4, say): try
+			 * the next one on a fresh socket within the same deadline. */
+			up->tcp_open = false;
+			up->replacing = true;
+			uv_close((uv_handle_t *)&up->tcp, on_socket_replaced);
+			return;
+		}
 		do_fail(up, SL_UP_CONNECT, status);
 		return;
 	}
