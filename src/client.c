@@ -2,12 +2,15 @@
  *
  * States of a client connection:
  *   HEAD     reading a request head (or idle between keep-alive requests)
- *   WAIT     head parsed; the parser is paused with any body bytes still in
- *            c->in, waiting for an upstream connection
+ *   QUEUED   head parsed, waiting in the admission queue for a slot; the
+ *            parser is paused with any body bytes still in c->in
+ *   WAIT     holding a slot, waiting for an upstream connection
  *   FORWARD  head sent upstream; the body streams as it arrives; the
  *            response is relayed as it arrives
  *   LOCAL    an /proxy-* request: its body is read and dropped, then sluice
  *            answers itself
+ *   DISCARD  sluice has answered (a 503 rejection): the rest of the request
+ *            is read and dropped so the connection can carry the next one
  *   LINGER   a final answer is written: FIN sent, input drained until the
  *            peer closes or a short timer ends, so the peer reads the answer
  *            rather than a reset
@@ -30,6 +33,7 @@
 #include <string.h>
 
 #include "admin.h"
+#include "admit.h"
 #include "buf.h"
 #include "io.h"
 #include "log.h"
@@ -38,7 +42,7 @@
 #define SL_CLIENT_BUF (16 * 1024)
 #define SL_LINGER_MS 2000
 
-typedef enum { CL_HEAD, CL_WAIT, CL_FORWARD, CL_LOCAL, CL_LINGER, CL_CLOSED } cl_state_t;
+typedef enum { CL_HEAD, CL_QUEUED, CL_WAIT, CL_FORWARD, CL_LOCAL, CL_DISCARD, CL_LINGER, CL_CLOSED } cl_state_t;
 typedef enum { EV_NONE, EV_HEAD, EV_COMPLETE } cl_event_t;
 
 struct sl_client {
@@ -49,6 +53,7 @@ struct sl_client {
 	sl_list_t link;
 	sl_http1_t parser;
 	sl_upconn_t *up;
+	sl_admit_waiter_t waiter;
 	char *in; /* SL_CLIENT_BUF bytes, NULL while idle */
 	uint32_t in_off, in_len;
 	cl_state_t state;
@@ -76,6 +81,8 @@ struct sl_client {
 	bool counted; /* sl_metrics_begin called for this request */
 	bool retried;
 	bool write_failed; /* closing from the timer */
+	bool has_slot;     /* this request holds an admission slot */
+	bool drain_slot;   /* a finished response still flushing holds a slot */
 };
 
 static void do_parse(sl_client_t *c);
@@ -97,6 +104,11 @@ static uint64_t now_ms(const sl_client_t *c)
 	return uv_now(&c->w->loop);
 }
 
+static sl_admit_t *admit_of(const sl_client_t *c)
+{
+	return &c->w->server->admit;
+}
+
 static size_t client_queue(const sl_client_t *c)
 {
 	return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
@@ -115,6 +127,10 @@ static void on_written(uv_write_t *req, int status)
 	c->last_write = now_ms(c);
 	if (c->up && client_queue(c) <= SL_LOW_WATER)
 		sl_upstream_resume(c->up);
+	if (c->drain_slot && client_queue(c) == 0) {
+		c->drain_slot = false;
+		sl_admit_release(admit_of(c));
+	}
 }
 
 /* Writes to the client; returns true when its queue is past the high-water
@@ -148,15 +164,33 @@ static bool do_write_out(sl_client_t *c)
 	return backlogged;
 }
 
+/* The request's slot goes back (to the oldest waiter, if any). Slot held by a
+ * response that is still flushing to a slow client: kept until it drains,
+ * because a slot is held until the response has been relayed (SPEC §4). */
+static void do_release_slot(sl_client_t *c, bool wait_for_flush)
+{
+	if (!c->has_slot)
+		return;
+	c->has_slot = false;
+	if (wait_for_flush && client_queue(c) > 0 && !c->drain_slot) {
+		c->drain_slot = true;
+		return;
+	}
+	sl_admit_release(admit_of(c));
+}
+
+/* The request ends as one SPEC §8 outcome; its slot is released. */
 static void do_count_end(sl_client_t *c, sl_outcome_t outcome)
 {
+	do_release_slot(c, outcome == SL_OUTCOME_SUCCESS && c->state != CL_CLOSED);
 	if (!c->counted)
 		return;
 	c->counted = false;
 	sl_metrics_end(&c->w->metrics, outcome, c->status, now_ms(c));
-	uint64_t ms = (uv_hrtime() - c->started_ns) / 1000000;
+	uint64_t us = (uv_hrtime() - c->started_ns) / 1000;
+	sl_metrics_latency(&c->w->metrics, us);
 	sl_debug("%s %s -> %d in %llu ms", c->ip, sl_http_method_name(c->parser.msg.method), c->status,
-	         (unsigned long long)ms);
+	         (unsigned long long)(us / 1000));
 }
 
 /* ---- local answers ----------------------------------------------------------- */
@@ -196,6 +230,42 @@ static void do_respond_error(sl_client_t *c, int status, const char *detail, boo
 	                     &c->out);
 	do_write_out(c);
 	c->response_started = true;
+}
+
+/* A 503 of SPEC §4, answered at once. A bodiless or small request is read to
+ * its end and dropped so the connection stays usable; a large body is not
+ * worth reading just to refuse it: the connection closes instead. */
+static void do_reject(sl_client_t *c, sl_reject_t why)
+{
+	static const char *const messages[] = {
+	    "too many requests are waiting for the upstream; retry later",
+	    "the request waited too long for the upstream; retry later",
+	    "the upstream is failing and requests are paused; retry later",
+	};
+	const sl_http_msg_t *req = &c->parser.msg;
+	bool small = !req->chunked && req->content_length <= 65536;
+	char body[256], headers[64];
+	int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":503,\"message\":\"%s\"}\n",
+	                 sl_reject_name(why), messages[why]);
+	snprintf(headers, sizeof headers, "Retry-After: %d\r\n%s", 1,
+	         (small && c->keep_alive && req->minor == 0) ? "Connection: keep-alive\r\n" : "");
+	if (!small)
+		c->keep_alive = false;
+	c->status = 503;
+	c->out.len = 0;
+	sl_http1_build_local(503, "application/json", body, (size_t)n, c->keep_alive, headers, &c->out);
+	do_write_out(c);
+	c->response_started = true;
+	if (c->counted) {
+		c->counted = false;
+		sl_metrics_rejected(&c->w->metrics, why, now_ms(c));
+	}
+	if (small) {
+		c->state = CL_DISCARD;
+		do_arm_timer(c);
+	} else {
+		do_linger(c);
+	}
 }
 
 /* ---- request lifecycle -------------------------------------------------------- */
@@ -297,6 +367,28 @@ static void do_start_upstream(sl_client_t *c)
 	do_arm_timer(c);
 }
 
+/* A queued request got its answer from the admission queue. */
+static void do_admitted(sl_client_t *c, sl_admit_result_t result)
+{
+	uint64_t waited_us = (uv_hrtime() - c->waiter.queued_at) / 1000;
+	sl_metrics_queue_wait(&c->w->metrics, waited_us);
+	if (result != SL_ADMIT_GRANTED) {
+		do_reject(c, SL_REJECT_CIRCUIT_OPEN);
+		return;
+	}
+	c->has_slot = true;
+	do_start_upstream(c);
+}
+
+static void on_admitted(sl_admit_waiter_t *waiter, sl_admit_result_t result)
+{
+	sl_client_t *c = (sl_client_t *)((char *)waiter - offsetof(sl_client_t, waiter));
+	do_admitted(c, result);
+	if (c->state == CL_FORWARD || c->state == CL_DISCARD)
+		do_parse(c);
+	do_update_reading(c);
+}
+
 static bool is_admin_path(const sl_client_t *c)
 {
 	if (c->admin_listener)
@@ -331,13 +423,29 @@ static void do_request_head(sl_client_t *c)
 	}
 	c->counted = true;
 	sl_metrics_begin(&c->w->metrics);
-	do_start_upstream(c);
+	switch (sl_admit_acquire(admit_of(c), &c->waiter, &c->w->admit_inbox, on_admitted)) {
+	case SL_ADMIT_GRANTED:
+		c->has_slot = true;
+		do_start_upstream(c);
+		break;
+	case SL_ADMIT_QUEUED:
+		c->state = CL_QUEUED;
+		do_arm_timer(c);
+		break;
+	default:
+		do_reject(c, SL_REJECT_QUEUE_FULL);
+		break;
+	}
 }
 
 /* The whole request has been read. */
 static void do_request_complete(sl_client_t *c)
 {
 	c->request_done = true;
+	if (c->state == CL_DISCARD) {
+		do_request_finished(c);
+		return;
+	}
 	if (c->state == CL_LOCAL) {
 		c->out.len = 0;
 		sl_admin_respond(c->w, &c->parser.msg, c->keep_alive, &c->out);
@@ -363,7 +471,7 @@ static int on_req_body(sl_http1_t *p, const char *at, size_t len)
 {
 	sl_client_t *c = p->data;
 	c->body_bytes += len;
-	if (c->state == CL_LOCAL)
+	if (c->state == CL_LOCAL || c->state == CL_DISCARD)
 		return SL_HTTP1_CONTINUE;
 	int64_t max_body = cfg_of(c)->max_body_size;
 	if (max_body > 0 && c->body_bytes > (uint64_t)max_body)
@@ -415,7 +523,8 @@ static void do_parse(sl_client_t *c)
 {
 	for (;;) {
 		bool in_head = c->state == CL_HEAD;
-		bool in_body = (c->state == CL_FORWARD || c->state == CL_LOCAL) && !c->request_done;
+		bool in_body = (c->state == CL_FORWARD || c->state == CL_LOCAL || c->state == CL_DISCARD) &&
+		               !c->request_done;
 		/* A paused parser may still owe an event with no byte left (the
 		 * end of a bodiless message right after its head). */
 		if ((!in_head && !in_body) || (c->in_off >= c->in_len && !c->parser.paused))
@@ -552,6 +661,9 @@ static void do_arm_timer(sl_client_t *c)
 	case CL_LINGER:
 		do_arm_ms(c, SL_LINGER_MS);
 		break;
+	case CL_QUEUED:
+		do_arm_ms(c, sl_config_ms(cfg->queue_timeout));
+		break;
 	case CL_CLOSED:
 		break;
 	default:
@@ -590,9 +702,28 @@ static void on_timer(uv_timer_t *t)
 		}
 		break;
 	}
+	case CL_QUEUED: {
+		uint64_t waited = (uv_hrtime() - c->waiter.queued_at) / 1000000, limit = sl_config_ms(cfg->queue_timeout);
+		if (waited < limit) {
+			do_arm_ms(c, limit - waited);
+			break;
+		}
+		sl_admit_result_t r = sl_admit_cancel(admit_of(c), &c->waiter);
+		if (r == SL_ADMIT_QUEUED) {
+			sl_metrics_queue_wait(&c->w->metrics, waited * 1000);
+			do_reject(c, SL_REJECT_QUEUE_TIMEOUT);
+		} else {
+			do_admitted(c, r); /* a slot reached it just in time */
+		}
+		if (c->state == CL_FORWARD || c->state == CL_DISCARD)
+			do_parse(c);
+		do_update_reading(c);
+		break;
+	}
 	case CL_WAIT:
 	case CL_FORWARD:
 	case CL_LOCAL:
+	case CL_DISCARD:
 		if (client_queue(c) > 0 && expired(c, c->last_write, cfg->write_timeout)) {
 			sl_debug("client %s stalled reading the response", c->ip);
 			do_client_gone(c);
@@ -644,7 +775,13 @@ static void do_close(sl_client_t *c)
 		sl_upstream_abort(c->up);
 		c->up = NULL;
 	}
+	if (c->state == CL_QUEUED && sl_admit_cancel(admit_of(c), &c->waiter) == SL_ADMIT_GRANTED)
+		c->has_slot = true; /* handed over as the client left: give it back */
 	do_count_end(c, SL_OUTCOME_FAILED);
+	if (c->drain_slot) {
+		c->drain_slot = false;
+		sl_admit_release(admit_of(c));
+	}
 	c->state = CL_CLOSED;
 	sl_list_remove(&c->link);
 	uv_close((uv_handle_t *)&c->timer, on_closed);

@@ -54,31 +54,44 @@ void sl_hist_init(sl_hist_t *h)
 	h->min = UINT64_MAX;
 }
 
+/* One writer; readers on other threads merge a snapshot while it records.
+ * Relaxed atomic loads and stores make that well-defined (and compile to
+ * plain moves): a reader may see a count without its sum, never garbage. */
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
 void sl_hist_record(sl_hist_t *h, uint64_t value)
 {
 	if (value > SL_HIST_MAX_VALUE)
 		value = SL_HIST_MAX_VALUE;
-	h->counts[do_index(value)]++;
-	h->total++;
-	h->sum += value;
+	unsigned i = do_index(value);
+	STORE(h->counts[i], h->counts[i] + 1);
+	STORE(h->total, h->total + 1);
+	STORE(h->sum, h->sum + value);
 	if (value < h->min)
-		h->min = value;
+		STORE(h->min, value);
 	if (value > h->max)
-		h->max = value;
+		STORE(h->max, value);
 }
 
 void sl_hist_merge(sl_hist_t *dst, const sl_hist_t *src)
 {
-	if (src->total == 0)
+	uint64_t total = 0;
+	for (unsigned i = 0; i < SL_HIST_BUCKETS; i++) {
+		uint64_t n = LOAD(src->counts[i]);
+		dst->counts[i] += n;
+		total += n;
+	}
+	if (total == 0)
 		return;
-	for (unsigned i = 0; i < SL_HIST_BUCKETS; i++)
-		dst->counts[i] += src->counts[i];
-	dst->total += src->total;
-	dst->sum += src->sum;
-	if (src->min < dst->min)
-		dst->min = src->min;
-	if (src->max > dst->max)
-		dst->max = src->max;
+	/* the bucket counts are the truth; total follows them exactly */
+	dst->total += total;
+	dst->sum += LOAD(src->sum);
+	uint64_t min = LOAD(src->min), max = LOAD(src->max);
+	if (min < dst->min)
+		dst->min = min;
+	if (max > dst->max)
+		dst->max = max;
 }
 
 uint64_t sl_hist_percentile(const sl_hist_t *h, double p)

@@ -8,9 +8,33 @@
 /* Single writer: an increment needs no locked instruction. */
 #define BUMP(x, n) STORE(x, LOAD(x) + (n))
 
+const char *sl_reject_name(sl_reject_t why)
+{
+	static const char *const names[] = {"queue_full", "queue_timeout", "circuit_open"};
+	return names[why];
+}
+
 void sl_metrics_init(sl_metrics_t *m)
 {
 	memset(m, 0, sizeof *m);
+	sl_hist_init(&m->latency_us);
+	sl_hist_init(&m->queue_wait_us);
+}
+
+void sl_metrics_rejected(sl_metrics_t *m, sl_reject_t why, uint64_t now_ms)
+{
+	BUMP(m->rejected_by[why], 1);
+	sl_metrics_end(m, SL_OUTCOME_REJECTED, 503, now_ms);
+}
+
+void sl_metrics_latency(sl_metrics_t *m, uint64_t us)
+{
+	sl_hist_record(&m->latency_us, us);
+}
+
+void sl_metrics_queue_wait(sl_metrics_t *m, uint64_t us)
+{
+	sl_hist_record(&m->queue_wait_us, us);
 }
 
 void sl_metrics_begin(sl_metrics_t *m)
@@ -42,7 +66,7 @@ void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t 
 		BUMP(m->rejected, 1);
 		break;
 	}
-	if (status == 504)
+	if (status == 504 && outcome == SL_OUTCOME_FAILED)
 		BUMP(m->timeouts, 1);
 }
 
@@ -55,6 +79,8 @@ void sl_metrics_add(const sl_metrics_t *m, sl_metrics_sum_t *sum, uint64_t now_m
 	sum->rejected += LOAD(m->rejected);
 	sum->timeouts += LOAD(m->timeouts);
 	sum->retries += LOAD(m->retries);
+	for (int i = 0; i < SL_REJECT_COUNT; i++)
+		sum->rejected_by[i] += LOAD(m->rejected_by[i]);
 	uint64_t sec = now_ms / 1000;
 	for (unsigned i = 0; i < SL_METRICS_WINDOW; i++) {
 		uint64_t s = LOAD(m->win_sec[i]);

@@ -12,9 +12,16 @@
 
 #include <stdint.h>
 
+#include "hist.h"
+
 #define SL_METRICS_WINDOW 60 /* seconds of history for rates */
 
 typedef enum { SL_OUTCOME_SUCCESS, SL_OUTCOME_FAILED, SL_OUTCOME_REJECTED } sl_outcome_t;
+
+/* Why a request was rejected (SPEC §4), for outcome REJECTED. */
+typedef enum { SL_REJECT_QUEUE_FULL, SL_REJECT_QUEUE_TIMEOUT, SL_REJECT_CIRCUIT_OPEN, SL_REJECT_COUNT } sl_reject_t;
+
+const char *sl_reject_name(sl_reject_t why);
 
 typedef struct sl_metrics {
 	uint64_t active; /* forwarded requests in flight on this worker */
@@ -24,14 +31,18 @@ typedef struct sl_metrics {
 	uint64_t rejected;
 	uint64_t timeouts; /* answered 504 */
 	uint64_t retries;
+	uint64_t rejected_by[SL_REJECT_COUNT];
 	/* one slot per second: which second it holds, and its outcomes */
 	uint64_t win_sec[SL_METRICS_WINDOW];
 	uint64_t win_ok[SL_METRICS_WINDOW];
 	uint64_t win_fail[SL_METRICS_WINDOW];
+	sl_hist_t latency_us;    /* forwarded requests: head received -> response complete */
+	sl_hist_t queue_wait_us; /* requests that waited in the queue */
 } sl_metrics_t;
 
 typedef struct sl_metrics_sum {
 	uint64_t active, total, success, failed, rejected, timeouts, retries;
+	uint64_t rejected_by[SL_REJECT_COUNT];
 	uint64_t window_ok, window_fail; /* outcomes of the last 60 s */
 } sl_metrics_sum_t;
 
@@ -40,6 +51,9 @@ void sl_metrics_init(sl_metrics_t *m);
 /* A forwarded request starts / ends (owner thread only). */
 void sl_metrics_begin(sl_metrics_t *m);
 void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t now_ms);
+void sl_metrics_rejected(sl_metrics_t *m, sl_reject_t why, uint64_t now_ms);
+void sl_metrics_latency(sl_metrics_t *m, uint64_t us);
+void sl_metrics_queue_wait(sl_metrics_t *m, uint64_t us);
 
 /* Adds m into *sum (any thread). */
 void sl_metrics_add(const sl_metrics_t *m, sl_metrics_sum_t *sum, uint64_t now_ms);

@@ -38,6 +38,7 @@ static void do_close_loop_handles(sl_worker_t *w)
 	w->closed = true;
 	sl_resolver_close(&w->resolver);
 	uv_close((uv_handle_t *)&w->warm_timer, NULL);
+	sl_admit_inbox_close(&w->admit_inbox);
 	uv_close((uv_handle_t *)&w->wake, NULL);
 }
 
@@ -141,6 +142,7 @@ int sl_worker_start(sl_worker_t *w)
 	w->warm_target = share_of(cfg->pool_connections, w->id, w->server->nworkers);
 	w->read_buf = sl_malloc(SL_READ_BUF_SIZE);
 	uv_async_init(&w->loop, &w->wake, on_wake);
+	sl_admit_inbox_init(&w->admit_inbox, &w->server->admit, &w->loop);
 	w->wake.data = w;
 	sl_resolver_init(&w->resolver, &w->loop, cfg->target_host, cfg->target_port, SL_RESOLVE_REFRESH_MS);
 	uv_timer_init(&w->loop, &w->warm_timer);

@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "admit.h"
 #include "config.h"
 #include "list.h"
 #include "metrics.h"
@@ -42,6 +43,7 @@ typedef struct sl_worker {
 	uv_timer_t warm_timer; /* keeps pool_connections open */
 	uint32_t warm_target;  /* this worker's share of pool_connections */
 	uint32_t warming;      /* warm connections still connecting */
+	sl_admit_inbox_t admit_inbox; /* slots handed to this worker's queued requests */
 	sl_pool_t pool;
 	sl_resolver_t resolver;
 	sl_list_t clients; /* every open client connection */
@@ -60,6 +62,7 @@ struct sl_server {
 	sl_worker_t *workers;
 	uint64_t start_ms;             /* uv_hrtime at start, in ms */
 	atomic_int connections;        /* client connections held, all workers */
+	sl_admit_t admit;              /* slots and queue, all workers */
 	atomic_int shutdown_phase;     /* 0 running, 1 draining, 2 stopping */
 	atomic_int workers_exited;
 	uv_async_t *worker_exited;     /* worker -> main */

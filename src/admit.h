@@ -1,0 +1,100 @@
+/* admit.h — admission control (SPEC §4): max_concurrent_requests slots for
+ * the whole process, and a bounded FIFO queue of requests waiting for one.
+ *
+ * One mutex guards the slot count and the queue; it is held for a few
+ * pointer moves, never across I/O. The model is HAProxy's queue.c:
+ *   - a slot is taken directly only when nobody is queued, so a newcomer
+ *     never overtakes a waiter, whichever worker either arrived on;
+ *   - a released slot is *handed* to the oldest waiter (the slot count does
+ *     not drop and rise again), so the limit is exact at every instant: a
+ *     granted waiter already counts as active before its worker wakes.
+ * A grant (or a rejection of queued requests, when the breaker opens) is put
+ * on the waiter's worker's inbox and that worker's loop is woken with
+ * uv_async_send; the worker then calls back each waiter on its own thread.
+ */
+#ifndef SL_ADMIT_H
+#define SL_ADMIT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "list.h"
+
+typedef enum {
+	SL_ADMIT_GRANTED, /* the caller holds a slot: release it when done */
+	SL_ADMIT_QUEUED,  /* waiting: the waiter's callback will say what happened */
+	SL_ADMIT_FULL,    /* the queue is full: answer 503 queue_full */
+	SL_ADMIT_REJECTED /* (callback only) flushed from the queue: circuit open */
+} sl_admit_result_t;
+
+typedef struct sl_admit_inbox sl_admit_inbox_t;
+typedef struct sl_admit_waiter sl_admit_waiter_t;
+typedef void (*sl_admit_cb)(sl_admit_waiter_t *w, sl_admit_result_t result);
+
+struct sl_admit_waiter {
+	sl_list_t link; /* in the queue, then in the inbox; guarded by the mutex */
+	sl_admit_inbox_t *inbox;
+	sl_admit_cb cb;
+	uint64_t queued_at; /* uv_hrtime() when queued */
+	sl_admit_result_t result;
+	int where; /* internal: nowhere / queued / in the inbox */
+};
+
+/* A worker's end of the hand-off. */
+struct sl_admit_inbox {
+	uv_async_t async;
+	sl_list_t ready; /* granted or rejected waiters; guarded by the mutex */
+	struct sl_admit *admit;
+};
+
+typedef struct sl_admit_stats {
+	uint32_t limit, max_queue;
+	uint32_t active, queued;
+	uint32_t peak_active, peak_queued;
+	uint64_t admitted;   /* slots given, directly or from the queue */
+	uint64_t queued_total;
+} sl_admit_stats_t;
+
+typedef struct sl_admit {
+	pthread_mutex_t lock;
+	sl_list_t queue; /* oldest first */
+	uint32_t limit, max_queue;
+	uint32_t active, queued; /* written under the lock, readable without */
+	uint32_t peak_active, peak_queued;
+	uint64_t admitted, queued_total;
+} sl_admit_t;
+
+void sl_admit_init(sl_admit_t *a, uint32_t limit, uint32_t max_queue);
+void sl_admit_dispose(sl_admit_t *a);
+
+/* New limits (SIGHUP). A raised limit grants queued waiters at once; a
+ * lowered one takes effect as slots are released. */
+void sl_admit_set_limits(sl_admit_t *a, uint32_t limit, uint32_t max_queue);
+
+/* A worker's inbox, on its loop (before the loop runs). */
+int sl_admit_inbox_init(sl_admit_inbox_t *in, sl_admit_t *a, uv_loop_t *loop);
+void sl_admit_inbox_close(sl_admit_inbox_t *in);
+
+/* Asks for a slot. GRANTED and FULL are answered at once; QUEUED means
+ * w->cb runs later on the inbox's loop with GRANTED or REJECTED (never from
+ * inside this call). */
+sl_admit_result_t sl_admit_acquire(sl_admit_t *a, sl_admit_waiter_t *w, sl_admit_inbox_t *in, sl_admit_cb cb);
+
+/* Gives a slot back; it goes to the oldest waiter if there is one. */
+void sl_admit_release(sl_admit_t *a);
+
+/* Withdraws a queued waiter (its client left, or it waited too long).
+ * Returns SL_ADMIT_QUEUED when it was still waiting (now removed: no callback
+ * will come), or SL_ADMIT_GRANTED when a slot had already been handed to it
+ * (the caller now holds that slot), or SL_ADMIT_REJECTED. */
+sl_admit_result_t sl_admit_cancel(sl_admit_t *a, sl_admit_waiter_t *w);
+
+/* Rejects every queued waiter (the breaker opened). Returns how many. */
+uint32_t sl_admit_reject_all(sl_admit_t *a);
+
+/* A consistent copy of the counters. */
+void sl_admit_get_stats(sl_admit_t *a, sl_admit_stats_t *out);
+
+#endif
