@@ -31,9 +31,11 @@ static const char *health_status(const sl_metrics_sum_t *sum)
 static json_t *health_json(const sl_server_t *s)
 {
 	sl_metrics_sum_t sum;
+	sl_admit_stats_t adm;
 	do_sum(s, &sum);
+	sl_admit_get_stats((sl_admit_t *)&s->admit, &adm);
 	return json_pack("{s:s, s:s, s:I, s:I}", "status", health_status(&sum), "circuit_state", "closed", "active",
-	                 (json_int_t)sum.active, "queued", (json_int_t)0);
+	                 (json_int_t)adm.active, "queued", (json_int_t)adm.queued);
 }
 
 static void do_json_response(int status, json_t *body, bool head_only, bool keep_alive, const char *extra,

@@ -5,6 +5,8 @@
  *   QUEUED   head parsed, waiting in the admission queue for a slot; the
  *            parser is paused with any body bytes still in c->in
  *   WAIT     holding a slot, waiting for an upstream connection
+ *   BACKOFF  an attempt failed and another follows after a pause (the slot
+ *            is kept)
  *   FORWARD  head sent upstream; the body streams as it arrives; the
  *            response is relayed as it arrives
  *   LOCAL    an /proxy-* request: its body is read and dropped, then sluice
@@ -34,6 +36,8 @@
 
 #include "admin.h"
 #include "admit.h"
+#include "breaker.h"
+#include "retry.h"
 #include "buf.h"
 #include "io.h"
 #include "log.h"
@@ -42,7 +46,17 @@
 #define SL_CLIENT_BUF (16 * 1024)
 #define SL_LINGER_MS 2000
 
-typedef enum { CL_HEAD, CL_QUEUED, CL_WAIT, CL_FORWARD, CL_LOCAL, CL_DISCARD, CL_LINGER, CL_CLOSED } cl_state_t;
+typedef enum {
+	CL_HEAD,
+	CL_QUEUED,
+	CL_WAIT,
+	CL_BACKOFF,
+	CL_FORWARD,
+	CL_LOCAL,
+	CL_DISCARD,
+	CL_LINGER,
+	CL_CLOSED
+} cl_state_t;
 typedef enum { EV_NONE, EV_HEAD, EV_COMPLETE } cl_event_t;
 
 struct sl_client {
@@ -79,7 +93,12 @@ struct sl_client {
 	bool response_started;
 	bool continue_sent;
 	bool counted; /* sl_metrics_begin called for this request */
-	bool retried;
+	bool stale_retry_used; /* the free retry on a stale pooled connection */
+	bool replay_ok;        /* every body byte sent so far is in `replay` */
+	bool probe;            /* the circuit breaker's half-open probe */
+	bool breaker_told;     /* the breaker has this request's verdict */
+	int retries;           /* retries after backoff so far */
+	sl_buf_t replay;       /* request body kept for a retry */
 	bool write_failed; /* closing from the timer */
 	bool has_slot;     /* this request holds an admission slot */
 	bool drain_slot;   /* a finished response still flushing holds a slot */
@@ -179,9 +198,33 @@ static void do_release_slot(sl_client_t *c, bool wait_for_flush)
 	sl_admit_release(admit_of(c));
 }
 
+static uint64_t mono_ms(void)
+{
+	return uv_hrtime() / 1000000;
+}
+
+/* Tells the breaker how the upstream did for this request, once. A request
+ * that ended for the client's reasons gives no verdict. */
+static void do_tell_breaker(sl_client_t *c, bool upstream_ok)
+{
+	if (c->breaker_told)
+		return;
+	c->breaker_told = true;
+	sl_server_t *s = c->w->server;
+	if (sl_breaker_record(&s->breaker, upstream_ok, c->probe, mono_ms())) {
+		uint32_t n = sl_admit_reject_all(&s->admit);
+		if (n)
+			sl_info("released %u queued requests with 503 circuit_open", n);
+	}
+}
+
 /* The request ends as one SPEC §8 outcome; its slot is released. */
 static void do_count_end(sl_client_t *c, sl_outcome_t outcome)
 {
+	if (c->probe && !c->breaker_told) {
+		c->breaker_told = true;
+		sl_breaker_abandon_probe(&c->w->server->breaker);
+	}
 	do_release_slot(c, outcome == SL_OUTCOME_SUCCESS && c->state != CL_CLOSED);
 	if (!c->counted)
 		return;
@@ -247,7 +290,8 @@ static void do_reject(sl_client_t *c, sl_reject_t why)
 	char body[256], headers[64];
 	int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":503,\"message\":\"%s\"}\n",
 	                 sl_reject_name(why), messages[why]);
-	snprintf(headers, sizeof headers, "Retry-After: %d\r\n%s", 1,
+	uint32_t retry_after = why == SL_REJECT_CIRCUIT_OPEN ? sl_breaker_retry_after(&c->w->server->breaker, mono_ms()) : 1;
+	snprintf(headers, sizeof headers, "Retry-After: %u\r\n%s", retry_after,
 	         (small && c->keep_alive && req->minor == 0) ? "Connection: keep-alive\r\n" : "");
 	if (!small)
 		c->keep_alive = false;
@@ -270,21 +314,6 @@ static void do_reject(sl_client_t *c, sl_reject_t why)
 
 /* ---- request lifecycle -------------------------------------------------------- */
 
-static bool is_idempotent(int method)
-{
-	switch (method) {
-	case HTTP_GET:
-	case HTTP_HEAD:
-	case HTTP_OPTIONS:
-	case HTTP_PUT:
-	case HTTP_DELETE:
-	case HTTP_TRACE:
-		return true;
-	default:
-		return false;
-	}
-}
-
 /* Back to reading the next request (keep-alive), or close. */
 static void do_request_finished(sl_client_t *c)
 {
@@ -297,7 +326,7 @@ static void do_request_finished(sl_client_t *c)
 	c->state = CL_HEAD;
 	c->event = EV_NONE;
 	c->head_bytes = c->body_bytes = 0;
-	c->request_done = c->response_started = c->continue_sent = c->retried = false;
+	c->request_done = c->response_started = c->continue_sent = false;
 	c->up_backlogged = false;
 	c->head_start = c->last_read = now_ms(c);
 	do_arm_timer(c);
@@ -327,6 +356,20 @@ static void do_send_continue(sl_client_t *c)
 	do_write(c, &b, 1);
 }
 
+/* Body bytes to the upstream, framed as the request head said. */
+static int do_send_body(sl_client_t *c, const char *at, size_t len)
+{
+	if (c->req_framing == SL_FRAME_CHUNKED) {
+		char size_line[24];
+		int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
+		uv_buf_t bufs[3] = {uv_buf_init(size_line, (unsigned)n), uv_buf_init((char *)at, (unsigned)len),
+		                    uv_buf_init((char *)"\r\n", 2)};
+		return sl_upstream_send(c->up, bufs, 3);
+	}
+	uv_buf_t b = uv_buf_init((char *)at, (unsigned)len);
+	return sl_upstream_send(c->up, &b, 1);
+}
+
 static void do_finish_request_body(sl_client_t *c)
 {
 	static const char last_chunk[] = "0\r\n\r\n";
@@ -351,8 +394,10 @@ static void do_send_head(sl_client_t *c)
 		return; /* the failure arrives as sl_client_on_upstream_error */
 	if (r > 0)
 		c->up_backlogged = true;
+	if (c->replay.len > 0 && do_send_body(c, c->replay.base, c->replay.len) > 0) /* a retry */
+		c->up_backlogged = true;
 	if (c->request_done)
-		do_finish_request_body(c); /* a retry of a request already read */
+		do_finish_request_body(c);
 	else
 		do_send_continue(c);
 	do_update_reading(c);
@@ -423,6 +468,16 @@ static void do_request_head(sl_client_t *c)
 	}
 	c->counted = true;
 	sl_metrics_begin(&c->w->metrics);
+	c->retries = 0;
+	c->stale_retry_used = c->breaker_told = false;
+	c->replay_ok = true;
+	c->replay.len = 0;
+	sl_breaker_verdict_t verdict = sl_breaker_allow(&c->w->server->breaker, mono_ms());
+	c->probe = verdict == SL_BREAKER_PROBE;
+	if (verdict == SL_BREAKER_REJECT) {
+		do_reject(c, SL_REJECT_CIRCUIT_OPEN);
+		return;
+	}
 	switch (sl_admit_acquire(admit_of(c), &c->waiter, &c->w->admit_inbox, on_admitted)) {
 	case SL_ADMIT_GRANTED:
 		c->has_slot = true;
@@ -478,18 +533,15 @@ static int on_req_body(sl_http1_t *p, const char *at, size_t len)
 		return sl_http1_fail(p, 413, "request body larger than max_body_size");
 	if (c->state != CL_FORWARD || c->up == NULL)
 		return SL_HTTP1_CONTINUE;
-	int r;
-	if (c->req_framing == SL_FRAME_CHUNKED) {
-		char size_line[24];
-		int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
-		uv_buf_t bufs[3] = {uv_buf_init(size_line, (unsigned)n), uv_buf_init((char *)at, (unsigned)len),
-		                    uv_buf_init((char *)"\r\n", 2)};
-		r = sl_upstream_send(c->up, bufs, 3);
-	} else {
-		uv_buf_t b = uv_buf_init((char *)at, (unsigned)len);
-		r = sl_upstream_send(c->up, &b, 1);
+	if (c->replay_ok) {
+		if (c->replay.len + len <= (uint64_t)cfg_of(c)->retry_buffer_size) {
+			sl_buf_append(&c->replay, at, len);
+		} else {
+			c->replay_ok = false; /* too large to replay: no retry once sent */
+			sl_buf_dispose(&c->replay);
+		}
 	}
-	if (r > 0)
+	if (do_send_body(c, at, len) > 0)
 		c->up_backlogged = true;
 	return SL_HTTP1_CONTINUE;
 }
@@ -664,6 +716,8 @@ static void do_arm_timer(sl_client_t *c)
 	case CL_QUEUED:
 		do_arm_ms(c, sl_config_ms(cfg->queue_timeout));
 		break;
+	case CL_BACKOFF:
+		break; /* armed with the backoff delay by the funnel */
 	case CL_CLOSED:
 		break;
 	default:
@@ -720,6 +774,12 @@ static void on_timer(uv_timer_t *t)
 		do_update_reading(c);
 		break;
 	}
+	case CL_BACKOFF:
+		do_start_upstream(c);
+		if (c->state == CL_FORWARD)
+			do_parse(c);
+		do_update_reading(c);
+		break;
 	case CL_WAIT:
 	case CL_FORWARD:
 	case CL_LOCAL:
@@ -760,6 +820,7 @@ static void on_closed(uv_handle_t *h)
 	sl_worker_t *w = c->w;
 	sl_http1_dispose(&c->parser);
 	sl_buf_dispose(&c->out);
+	sl_buf_dispose(&c->replay);
 	free(c->in);
 	free(c);
 	w->nclients--;
@@ -838,11 +899,36 @@ void sl_client_on_upstream_info(sl_client_t *c, const sl_http_msg_t *resp)
 	c->out.len = 0;
 	sl_http1_build_response(resp, &c->parser.msg, SL_FRAME_AS_IS, true, &c->out);
 	do_write_out(c);
+	c->response_started = true; /* bytes of this exchange reached the client: no retry now */
+}
+
+/* The facts of a failed attempt, for the failure funnel (retry.c). */
+static sl_attempt_t attempt_of(const sl_client_t *c, sl_up_error_t kind, int status, bool reused, bool written)
+{
+	sl_attempt_t a = {
+	    .kind = kind,
+	    .status = status,
+	    .reused = reused,
+	    .request_written = written,
+	    .response_relayed = c->response_started,
+	    .idempotent = sl_retry_is_idempotent(c->parser.msg.method),
+	    .body_replayable = c->replay_ok,
+	    .stale_retry_used = c->stale_retry_used,
+	    .retries_done = c->retries,
+	};
+	return a;
 }
 
 int sl_client_on_upstream_head(sl_client_t *c, const sl_http_msg_t *resp)
 {
 	const sl_http_msg_t *req = &c->parser.msg;
+	if (resp->status == 502 || resp->status == 503 || resp->status == 504) {
+		/* The upstream says it failed: try again rather than relay, if the
+		 * funnel allows (it will decide the same way in on_upstream_error). */
+		sl_attempt_t a = attempt_of(c, SL_UP_ERROR_STATUS, resp->status, false, true);
+		if (sl_retry_decide(cfg_of(c), &a, 0.5).action != SL_RETRY_ANSWER)
+			return -1;
+	}
 	bool no_body = req->method == HTTP_HEAD || resp->status == 204 || resp->status == 304;
 	if (no_body || resp->content_length >= 0)
 		c->resp_framing = SL_FRAME_AS_IS;
@@ -882,32 +968,34 @@ void sl_client_on_upstream_done(sl_client_t *c)
 		uv_buf_t b = uv_buf_init((char *)last_chunk, sizeof last_chunk - 1);
 		do_write(c, &b, 1);
 	}
+	do_tell_breaker(c, !sl_retry_is_upstream_failure(SL_UP_ERROR_STATUS, c->status));
 	do_count_end(c, c->status < 500 ? SL_OUTCOME_SUCCESS : SL_OUTCOME_FAILED);
 	do_request_finished(c);
 }
 
-/* Whether a failed attempt may be tried again on a fresh connection without
- * risking a second delivery (SPEC §5): only on a reused connection that died
- * before answering (the upstream closed it while idle), only before any body
- * byte left, and a non-idempotent request only if none of it was written. */
-static bool may_retry_stale(const sl_client_t *c, const sl_up_failure_t *f)
-{
-	if (c->retried || !f->reused || f->response_started || c->body_bytes > 0)
-		return false;
-	if (f->kind != SL_UP_CLOSED && f->kind != SL_UP_WRITE)
-		return false;
-	return !f->request_written || is_idempotent(c->parser.msg.method);
-}
-
+/* The client end of the failure funnel: retry, or give the final answer. */
 void sl_client_on_upstream_error(sl_client_t *c, const sl_up_failure_t *f)
 {
 	c->up = NULL;
-	sl_debug("upstream %s for %s: %s", sl_up_error_name(f->kind), c->ip, f->uv_err ? uv_strerror(f->uv_err) : "");
-	if (may_retry_stale(c, f)) {
-		c->retried = true;
+	sl_debug("upstream %s for %s (attempt %d): %s", sl_up_error_name(f->kind), c->ip, c->retries + 1,
+	         f->uv_err ? uv_strerror(f->uv_err) : "");
+	sl_attempt_t a = attempt_of(c, f->kind, f->status, f->reused, f->request_written);
+	sl_retry_verdict_t v = sl_retry_decide(cfg_of(c), &a, sl_worker_random(c->w));
+	switch (v.action) {
+	case SL_RETRY_NOW:
+		c->stale_retry_used = true;
 		do_start_upstream(c);
 		return;
+	case SL_RETRY_BACKOFF:
+		c->retries++;
+		sl_metrics_retry(&c->w->metrics);
+		c->state = CL_BACKOFF;
+		do_arm_ms(c, v.delay_ms);
+		return;
+	case SL_RETRY_ANSWER:
+		break;
 	}
+	do_tell_breaker(c, !sl_retry_is_upstream_failure(f->kind, f->status));
 	if (c->response_started) {
 		/* Part of the response is out: the only honest signal left is to
 		 * cut the connection, so the client sees a truncated message. */
@@ -915,9 +1003,8 @@ void sl_client_on_upstream_error(sl_client_t *c, const sl_up_failure_t *f)
 		do_close(c);
 		return;
 	}
-	int status = sl_up_error_is_timeout(f->kind) ? 504 : 502;
-	const char *detail = sl_up_error_is_timeout(f->kind) ? "upstream timed out" : "upstream failed";
-	do_respond_error(c, status, detail, !c->request_done);
+	bool timeout = v.status == 504;
+	do_respond_error(c, v.status, timeout ? "upstream timed out" : "upstream failed", !c->request_done);
 	do_count_end(c, SL_OUTCOME_FAILED);
 	if (c->request_done)
 		do_request_finished(c);

@@ -95,6 +95,7 @@ int main(int argc, char **argv)
 	m.server.start_ms = uv_hrtime() / 1000000;
 	m.server.worker_exited = &m.worker_exited;
 	sl_admit_init(&m.server.admit, (uint32_t)cfg.max_concurrent_requests, (uint32_t)cfg.max_queue_size);
+	sl_breaker_init(&m.server.breaker, (uint32_t)cfg.circuit_breaker_threshold, cfg.circuit_breaker_timeout);
 	for (int i = 0; i < cfg.workers; i++) {
 		if (sl_worker_bind(&m.server.workers[i], &m.server, i, err, sizeof err) != 0) {
 			fprintf(stderr, "sluice: %s\n", err);
@@ -131,6 +132,7 @@ int main(int argc, char **argv)
 	uv_loop_close(m.loop);
 	free(m.server.workers);
 	sl_admit_dispose(&m.server.admit);
+	sl_breaker_dispose(&m.server.breaker);
 	sl_config_dispose(&cfg);
 	sl_info("stopped");
 	return 0;

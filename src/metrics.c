@@ -27,6 +27,11 @@ void sl_metrics_rejected(sl_metrics_t *m, sl_reject_t why, uint64_t now_ms)
 	sl_metrics_end(m, SL_OUTCOME_REJECTED, 503, now_ms);
 }
 
+void sl_metrics_retry(sl_metrics_t *m)
+{
+	BUMP(m->retries, 1);
+}
+
 void sl_metrics_latency(sl_metrics_t *m, uint64_t us)
 {
 	sl_hist_record(&m->latency_us, us);

@@ -53,6 +53,7 @@ void sl_metrics_begin(sl_metrics_t *m);
 void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t now_ms);
 void sl_metrics_rejected(sl_metrics_t *m, sl_reject_t why, uint64_t now_ms);
 void sl_metrics_latency(sl_metrics_t *m, uint64_t us);
+void sl_metrics_retry(sl_metrics_t *m);
 void sl_metrics_queue_wait(sl_metrics_t *m, uint64_t us);
 
 /* Adds m into *sum (any thread). */

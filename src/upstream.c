@@ -50,6 +50,7 @@ struct sl_upconn {
 	bool warming; /* opened by sl_upstream_keep_warm, for the pool */
 	int addr_tries; /* addresses of the target tried by this connect */
 	bool replacing; /* the socket of a failed address is closing */
+	int error_status; /* a 502/503/504 the client declined, to retry */
 };
 
 static void do_fail(sl_upconn_t *up, sl_up_error_t kind, int uv_err);
@@ -58,7 +59,7 @@ static void do_close(sl_upconn_t *up);
 const char *sl_up_error_name(sl_up_error_t kind)
 {
 	static const char *const names[] = {"resolve", "connect", "connect_timeout", "write", "write_timeout",
-	                                    "closed", "read_timeout", "bad_response", "truncated"};
+	                                    "closed", "read_timeout", "bad_response", "truncated", "error_status"};
 	return names[kind];
 }
 
@@ -79,8 +80,10 @@ static int on_resp_head(sl_http1_t *p)
 		sl_client_on_upstream_info(up->client, &p->msg);
 		return SL_HTTP1_CONTINUE;
 	}
-	if (sl_client_on_upstream_head(up->client, &p->msg) != 0)
-		return SL_HTTP1_FAIL;
+	if (sl_client_on_upstream_head(up->client, &p->msg) != 0) {
+		up->error_status = status; /* the client will retry instead */
+		return sl_http1_fail(p, 502, "retrying after the upstream's own error status");
+	}
 	return up->no_body ? SL_HTTP1_SKIP_BODY : SL_HTTP1_CONTINUE;
 }
 
@@ -209,6 +212,7 @@ static void do_fail(sl_upconn_t *up, sl_up_error_t kind, int uv_err)
 	    .reused = up->reused,
 	    .request_written = up->request_written,
 	    .response_started = up->response_started,
+	    .status = up->error_status,
 	};
 	if (kind == SL_UP_CONNECT || kind == SL_UP_CONNECT_TIMEOUT)
 		sl_resolver_refresh(&up->w->resolver);
@@ -291,6 +295,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	size_t consumed;
 	int r = sl_http1_execute(&up->parser, buf->base, (size_t)nread, &consumed);
 	if (r == SL_HTTP1_ERROR) {
+		if (up->error_status) {
+			do_fail(up, SL_UP_ERROR_STATUS, 0);
+			return;
+		}
 		sl_debug("bad response from upstream: %s", up->parser.error ? up->parser.error : "?");
 		do_fail(up, SL_UP_BAD_RESPONSE, 0);
 		return;
@@ -452,6 +460,7 @@ int sl_upstream_send_head(sl_upconn_t *up, const char *head, size_t len, bool no
 	up->request_written = up->request_done = false;
 	up->response_started = up->response_done = up->extra_bytes = false;
 	up->has_pending = false;
+	up->error_status = 0;
 	up->no_body = no_body;
 	sl_http1_reset(&up->parser);
 	up->last_write = up->last_read = uv_now(&w->loop);

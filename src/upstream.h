@@ -36,7 +36,8 @@ typedef enum {
 	SL_UP_CLOSED,          /* closed or reset before any response byte */
 	SL_UP_READ_TIMEOUT,    /* read_timeout passed waiting for the response */
 	SL_UP_BAD_RESPONSE,    /* the response did not parse */
-	SL_UP_TRUNCATED        /* closed, reset or timed out inside the response */
+	SL_UP_TRUNCATED,       /* closed, reset or timed out inside the response */
+	SL_UP_ERROR_STATUS     /* answered 502/503/504 and the client chose to retry */
 } sl_up_error_t;
 
 typedef struct sl_up_failure {
@@ -45,6 +46,7 @@ typedef struct sl_up_failure {
 	bool reused;            /* the connection came from the pool */
 	bool request_written;   /* some request byte may have reached the upstream */
 	bool response_started;  /* some response byte arrived */
+	int status;             /* for SL_UP_ERROR_STATUS */
 } sl_up_failure_t;
 
 const char *sl_up_error_name(sl_up_error_t kind);

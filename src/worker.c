@@ -138,6 +138,9 @@ int sl_worker_start(sl_worker_t *w)
 	sl_list_init(&w->clients);
 	sl_list_init(&w->upconns);
 	sl_metrics_init(&w->metrics);
+	w->rng = uv_hrtime() ^ ((uint64_t)(w->id + 1) * UINT64_C(0x9E3779B97F4A7C15));
+	if (w->rng == 0)
+		w->rng = 1;
 	sl_pool_init(&w->pool, share_of(cfg->pool_maxsize, w->id, w->server->nworkers));
 	w->warm_target = share_of(cfg->pool_connections, w->id, w->server->nworkers);
 	w->read_buf = sl_malloc(SL_READ_BUF_SIZE);
@@ -158,6 +161,17 @@ int sl_worker_start(sl_worker_t *w)
 		w->has_admin = true;
 	}
 	return uv_thread_create(&w->thread, worker_main, w);
+}
+
+double sl_worker_random(sl_worker_t *w)
+{
+	/* xorshift64*: plenty for jitter, and no lock or syscall */
+	uint64_t x = w->rng;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	w->rng = x;
+	return (double)((x * UINT64_C(2685821657736338717)) >> 11) / 9007199254740992.0;
 }
 
 void sl_worker_signal(sl_worker_t *w)

@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "admit.h"
+#include "breaker.h"
 #include "config.h"
 #include "list.h"
 #include "metrics.h"
@@ -54,6 +55,7 @@ typedef struct sl_worker {
 	bool closed;   /* loop handles closed, loop is ending */
 	char *read_buf; /* shared by upstream connections: parsed in full on each read */
 	sl_metrics_t metrics;
+	uint64_t rng; /* xorshift state for retry jitter */
 } sl_worker_t;
 
 struct sl_server {
@@ -63,6 +65,7 @@ struct sl_server {
 	uint64_t start_ms;             /* uv_hrtime at start, in ms */
 	atomic_int connections;        /* client connections held, all workers */
 	sl_admit_t admit;              /* slots and queue, all workers */
+	sl_breaker_t breaker;          /* the circuit breaker, all workers */
 	atomic_int shutdown_phase;     /* 0 running, 1 draining, 2 stopping */
 	atomic_int workers_exited;
 	uv_async_t *worker_exited;     /* worker -> main */
@@ -80,6 +83,9 @@ void sl_worker_signal(sl_worker_t *w);
 
 /* Joins the thread and frees the loop. */
 void sl_worker_join(sl_worker_t *w);
+
+/* A uniform random number in [0, 1), from the worker's own generator. */
+double sl_worker_random(sl_worker_t *w);
 
 /* From the worker's own thread: the client or upstream count fell; exit the
  * loop if draining and nothing is left. */
