@@ -20,22 +20,26 @@ static void do_sum(const sl_server_t *s, sl_metrics_sum_t *sum)
 
 /* "unhealthy" while the breaker is open, "degraded" while fewer than 80 % of
  * the last minute's forwarded requests succeeded, else "healthy". */
-static const char *health_status(const sl_metrics_sum_t *sum)
+static const char *health_status(const sl_metrics_sum_t *sum, sl_breaker_state_t breaker)
 {
+	if (breaker == SL_BREAKER_OPEN)
+		return "unhealthy";
 	uint64_t done = sum->window_ok + sum->window_fail;
 	if (done > 0 && sum->window_ok * 100 < done * 80)
 		return "degraded";
 	return "healthy";
 }
 
-static json_t *health_json(const sl_server_t *s)
+static json_t *health_json(sl_server_t *s)
 {
 	sl_metrics_sum_t sum;
 	sl_admit_stats_t adm;
 	do_sum(s, &sum);
-	sl_admit_get_stats((sl_admit_t *)&s->admit, &adm);
-	return json_pack("{s:s, s:s, s:I, s:I}", "status", health_status(&sum), "circuit_state", "closed", "active",
-	                 (json_int_t)adm.active, "queued", (json_int_t)adm.queued);
+	sl_admit_get_stats(&s->admit, &adm);
+	sl_breaker_state_t breaker = sl_breaker_state(&s->breaker);
+	return json_pack("{s:s, s:s, s:I, s:I}", "status", health_status(&sum, breaker), "circuit_state",
+	                 sl_breaker_state_name(breaker), "active", (json_int_t)adm.active, "queued",
+	                 (json_int_t)adm.queued);
 }
 
 static void do_json_response(int status, json_t *body, bool head_only, bool keep_alive, const char *extra,

@@ -1,0 +1,167 @@
+/* Unit tests for retry.c: the safety rules of SPEC §5 and the backoff. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "retry.h"
+
+static sl_config_t cfg(void)
+{
+	sl_config_t c;
+	memset(&c, 0, sizeof c);
+	c.max_retries = 2;
+	c.retry_backoff_factor = 0.5;
+	c.retry_backoff_max = 2;
+	return c;
+}
+
+static sl_attempt_t get_failed(sl_up_error_t kind)
+{
+	sl_attempt_t a = {.kind = kind, .request_written = true, .idempotent = true, .body_replayable = true};
+	return a;
+}
+
+static void test_idempotent_methods(void **state)
+{
+	assert_true(sl_retry_is_idempotent(HTTP_GET));
+	assert_true(sl_retry_is_idempotent(HTTP_HEAD));
+	assert_true(sl_retry_is_idempotent(HTTP_OPTIONS));
+	assert_true(sl_retry_is_idempotent(HTTP_PUT));
+	assert_true(sl_retry_is_idempotent(HTTP_DELETE));
+	assert_true(sl_retry_is_idempotent(HTTP_TRACE));
+	assert_false(sl_retry_is_idempotent(HTTP_POST));
+	assert_false(sl_retry_is_idempotent(HTTP_PATCH));
+	assert_false(sl_retry_is_idempotent(HTTP_CONNECT));
+}
+
+static void test_get_retried_after_any_failure(void **state)
+{
+	sl_config_t c = cfg();
+	sl_up_error_t kinds[] = {SL_UP_CONNECT, SL_UP_CONNECT_TIMEOUT, SL_UP_WRITE, SL_UP_CLOSED,
+	                         SL_UP_READ_TIMEOUT, SL_UP_BAD_RESPONSE, SL_UP_TRUNCATED};
+	for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+		sl_attempt_t a = get_failed(kinds[i]);
+		assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_BACKOFF);
+	}
+	sl_attempt_t a = get_failed(SL_UP_ERROR_STATUS);
+	a.status = 503;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_BACKOFF);
+}
+
+static void test_post_only_when_not_delivered(void **state)
+{
+	sl_config_t c = cfg();
+	sl_attempt_t a = get_failed(SL_UP_CLOSED);
+	a.idempotent = false;
+	sl_retry_verdict_t v = sl_retry_decide(&c, &a, 0.5);
+	assert_int_equal(v.action, SL_RETRY_ANSWER);
+	assert_int_equal(v.status, 502);
+	a.kind = SL_UP_READ_TIMEOUT;
+	v = sl_retry_decide(&c, &a, 0.5);
+	assert_int_equal(v.action, SL_RETRY_ANSWER);
+	assert_int_equal(v.status, 504);
+	a.kind = SL_UP_ERROR_STATUS;
+	a.status = 503;
+	v = sl_retry_decide(&c, &a, 0.5);
+	assert_int_equal(v.action, SL_RETRY_ANSWER);
+	assert_int_equal(v.status, 503); /* the upstream's own answer is relayed */
+	/* certainly not delivered: connect failures, or nothing written */
+	a.kind = SL_UP_CONNECT;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_BACKOFF);
+	a.kind = SL_UP_CONNECT_TIMEOUT;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_BACKOFF);
+	a.kind = SL_UP_CLOSED;
+	a.request_written = false;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_BACKOFF);
+}
+
+static void test_never_after_response_bytes(void **state)
+{
+	sl_config_t c = cfg();
+	sl_attempt_t a = get_failed(SL_UP_TRUNCATED);
+	a.response_relayed = true;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_ANSWER);
+}
+
+static void test_unreplayable_body_never_retried(void **state)
+{
+	sl_config_t c = cfg();
+	sl_attempt_t a = get_failed(SL_UP_CONNECT); /* even a connect failure */
+	a.body_replayable = false;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_ANSWER);
+}
+
+static void test_stale_connection_retry_is_free_once(void **state)
+{
+	sl_config_t c = cfg();
+	c.max_retries = 0;
+	sl_attempt_t a = get_failed(SL_UP_CLOSED);
+	a.reused = true;
+	a.idempotent = false;
+	a.request_written = false; /* the pooled connection died before the request */
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_NOW);
+	a.stale_retry_used = true;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_ANSWER);
+	/* a POST that may have been written on the stale connection: never */
+	a.stale_retry_used = false;
+	a.request_written = true;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_ANSWER);
+}
+
+static void test_max_retries_and_statuses(void **state)
+{
+	sl_config_t c = cfg();
+	sl_attempt_t a = get_failed(SL_UP_READ_TIMEOUT);
+	a.retries_done = 2;
+	sl_retry_verdict_t v = sl_retry_decide(&c, &a, 0.5);
+	assert_int_equal(v.action, SL_RETRY_ANSWER);
+	assert_int_equal(v.status, 504);
+	a.kind = SL_UP_CONNECT_TIMEOUT;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).status, 504);
+	a.kind = SL_UP_CONNECT;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).status, 502);
+	a.kind = SL_UP_BAD_RESPONSE;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).status, 502);
+	/* a 500 is the upstream's answer, not a failure: relayed, never retried */
+	a = get_failed(SL_UP_ERROR_STATUS);
+	a.status = 500;
+	assert_false(sl_retry_is_upstream_failure(SL_UP_ERROR_STATUS, 500));
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_ANSWER);
+}
+
+static void test_backoff_full_jitter_capped(void **state)
+{
+	sl_config_t c = cfg();
+	/* the cap doubles: 0.5, 1, 2, then stays at retry_backoff_max */
+	assert_int_equal(sl_retry_backoff_ms(&c, 0, 0.999999), 500);
+	assert_int_equal(sl_retry_backoff_ms(&c, 1, 0.999999), 1000);
+	assert_int_equal(sl_retry_backoff_ms(&c, 2, 0.999999), 2000);
+	assert_int_equal(sl_retry_backoff_ms(&c, 3, 0.999999), 2000);
+	assert_int_equal(sl_retry_backoff_ms(&c, 60, 0.999999), 2000);
+	assert_int_equal(sl_retry_backoff_ms(&c, 1, 0.0), 0);
+	assert_int_equal(sl_retry_backoff_ms(&c, 1, 0.25), 250);
+	sl_attempt_t a = get_failed(SL_UP_CLOSED);
+	a.retries_done = 1;
+	sl_retry_verdict_t v = sl_retry_decide(&c, &a, 0.5);
+	assert_int_equal(v.action, SL_RETRY_BACKOFF);
+	assert_int_equal(v.delay_ms, 500);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_idempotent_methods),
+	    cmocka_unit_test(test_get_retried_after_any_failure),
+	    cmocka_unit_test(test_post_only_when_not_delivered),
+	    cmocka_unit_test(test_never_after_response_bytes),
+	    cmocka_unit_test(test_unreplayable_body_never_retried),
+	    cmocka_unit_test(test_stale_connection_retry_is_free_once),
+	    cmocka_unit_test(test_max_retries_and_statuses),
+	    cmocka_unit_test(test_backoff_full_jitter_capped),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
