@@ -114,4 +114,6 @@ format:
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
 
+include mk/install.mk
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,310 @@
+#!/usr/bin/env bash
+# bench/compare.sh — sluice against nginx and HAProxy, in one run.
+#
+# Starts one upstream (build/sluice-upstream with 2 workers, or nginx with
+# UPSTREAM=nginx) and, each with its own generated config in a temp dir, on
+# free loopback ports, with access logging off:
+#   direct   wrk -> upstream
+#   sluice   wrk -> sluice  --workers W               -> upstream
+#   nginx    wrk -> nginx   worker_processes W         -> upstream
+#            (proxy_pass to an upstream{} block with keepalive,
+#             proxy_http_version 1.1, Connection "")
+#   haproxy  wrk -> haproxy nbthread W                 -> upstream
+#            (http-reuse always)
+# The three proxies get the same worker count W (WORKERS, default 1) and all
+# add X-Forwarded-For, so they do comparable work.
+#
+# For each target and each connection count (CONNS, default "50 500") it runs
+# wrk --latency for DURATION seconds (default 8) after a 1 s warm-up, and
+# prints requests/s, p50/p99, errors, and CPU time per request of the proxy's
+# processes (utime+stime from /proc/PID/stat before/after the run, summed over
+# nginx's master and workers) and of the upstream. Then the ratio of sluice's
+# CPU/request to nginx's and HAProxy's (issue 2 target: <= 1.25).
+#
+# Usage: bench/compare.sh            (env: WORKERS CONNS DURATION WRK_THREADS
+#                                     UPSTREAM=sluice-upstream|nginx UP_WORKERS
+#                                     TARGETS="direct sluice nginx haproxy"
+#                                     URL_PATH=/ BUILD=build)
+# Everything it starts is stopped on exit (trap EXIT, by PID).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+BUILD=${BUILD:-build}
+WORKERS=${WORKERS:-1}
+UP_WORKERS=${UP_WORKERS:-2}
+CONNS=${CONNS:-"50 500"}
+DURATION=${DURATION:-8}
+WRK_THREADS=${WRK_THREADS:-2}
+UPSTREAM=${UPSTREAM:-sluice-upstream}
+TARGETS=${TARGETS:-"direct sluice nginx haproxy"}
+URL_PATH=${URL_PATH:-/}
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "compare.sh: $*"; exit 1; }
+
+# ---------------------------------------------------------------- set-up
+
+need_pkgs=""
+command -v wrk >/dev/null 2>&1 || need_pkgs="$need_pkgs wrk"
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_pkgs="$need_pkgs haproxy"
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_pkgs="$need_pkgs nginx"
+if [ -n "$need_pkgs" ]; then
+	log "installing:$need_pkgs"
+	SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+	export DEBIAN_FRONTEND=noninteractive
+	$SUDO apt-get update -qq
+	for p in $need_pkgs; do
+		if [ "$p" = nginx ]; then
+			# nginx-light where it exists (bookworm), nginx otherwise
+			$SUDO apt-get install -y -qq --no-install-recommends nginx-light >/dev/null 2>&1 ||
+				$SUDO apt-get install -y -qq --no-install-recommends nginx >/dev/null
+		else
+			$SUDO apt-get install -y -qq --no-install-recommends "$p" >/dev/null
+		fi
+	done
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+NGINX=$(command -v nginx)
+HAPROXY=$(command -v haproxy)
+WRK=$(command -v wrk)
+
+case " $TARGETS " in *" sluice "*) want_sluice=1 ;; *) want_sluice=0 ;; esac
+if [ "$want_sluice" = 1 ] && [ ! -x "$BUILD/sluice" ]; then
+	make -s BUILD="$BUILD" "$BUILD/sluice" || die "cannot build $BUILD/sluice"
+fi
+if [ "$UPSTREAM" = sluice-upstream ] && [ ! -x "$BUILD/sluice-upstream" ]; then
+	make -s BUILD="$BUILD" "$BUILD/sluice-upstream" || die "cannot build $BUILD/sluice-upstream"
+fi
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" -ge 2048 ] || die "open-file limit $(ulimit -n) is too low for 500 connections"
+
+TMP=$(mktemp -d /tmp/sluice-bench.XXXXXX)
+PIDS=()            # everything started, for cleanup
+declare -A PID     # name -> pid of the process to measure
+declare -A PORT    # target -> port wrk hits
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do
+		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port pid name
+	local _
+	for _ in $(seq 100); do
+		kill -0 "$2" 2>/dev/null || { cat "$TMP/$3.log" >&2 2>/dev/null; die "$3 exited at start"; }
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	die "$3 not listening on $1"
+}
+
+start() { # name port cmd...  (runs in the foreground of its own process)
+	local name=$1 port=$2; shift 2
+	"$@" >"$TMP/$name.log" 2>&1 &
+	local pid=$!
+	PIDS+=("$pid")
+	wait_port "$port" "$pid" "$name"
+	PID[$name]=$pid
+}
+
+# CPU ticks (utime+stime) of a process and all its descendants' processes;
+# threads are already included in a process's own stat line.
+cpu_ticks() {
+	local total=0 p kids
+	for p in "$@"; do
+		[ -r "/proc/$p/stat" ] || continue
+		# fields after the ")" : state is $1, utime is $12, stime $13
+		local t
+		t=$(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')
+		total=$((total + t))
+		kids=$(cat /proc/"$p"/task/*/children 2>/dev/null || true)
+		if [ -n "$kids" ]; then
+			# shellcheck disable=SC2086
+			t=$(cpu_ticks $kids)
+			total=$((total + t))
+		fi
+	done
+	echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- upstream
+
+UP_PORT=$(free_port)
+if [ "$UPSTREAM" = nginx ]; then
+	mkdir -p "$TMP/up"
+	cat >"$TMP/up/nginx.conf" <<EOF
+worker_processes $UP_WORKERS;
+daemon off;
+pid $TMP/up/nginx.pid;
+error_log $TMP/up/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $TMP/up/body; proxy_temp_path $TMP/up/proxy;
+    fastcgi_temp_path $TMP/up/fcgi; uwsgi_temp_path $TMP/up/uwsgi; scgi_temp_path $TMP/up/scgi;
+    server {
+        listen 127.0.0.1:$UP_PORT;
+        location / { default_type text/plain; return 200 "ok\n"; }
+    }
+}
+EOF
+	start upstream "$UP_PORT" "$NGINX" -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/error.log"
+else
+	start upstream "$UP_PORT" "$ROOT/$BUILD/sluice-upstream" --port "$UP_PORT" --workers "$UP_WORKERS"
+fi
+
+# ---------------------------------------------------------------- proxies
+
+for t in $TARGETS; do
+	case $t in
+	direct) PORT[direct]=$UP_PORT ;;
+	sluice)
+		PORT[sluice]=$(free_port)
+		start sluice "${PORT[sluice]}" "$ROOT/$BUILD/sluice" --listen-host 127.0.0.1 --listen-port "${PORT[sluice]}" \
+			--target-host 127.0.0.1 --target-port "$UP_PORT" --workers "$WORKERS" --log-level warn \
+			--max-concurrent-requests 2000 --max-queue-size 2000 --pool-maxsize 1000 \
+			--max-connections 20000
+		;;
+	nginx)
+		PORT[nginx]=$(free_port)
+		mkdir -p "$TMP/nginx"
+		cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes $WORKERS;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+    client_body_temp_path $TMP/nginx/body; proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fcgi; uwsgi_temp_path $TMP/nginx/uwsgi; scgi_temp_path $TMP/nginx/scgi;
+    upstream up {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 1000;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:${PORT[nginx]};
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+        }
+    }
+}
+EOF
+		start nginx "${PORT[nginx]}" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log"
+		;;
+	haproxy)
+		PORT[haproxy]=$(free_port)
+		cat >"$TMP/haproxy.cfg" <<EOF
+global
+    nbthread $WORKERS
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 10s
+    timeout client 120s
+    timeout server 120s
+    timeout http-keep-alive 60s
+    http-reuse always
+    option forwardfor
+frontend fe
+    bind 127.0.0.1:${PORT[haproxy]}
+    default_backend be
+backend be
+    server up 127.0.0.1:$UP_PORT
+EOF
+		start haproxy "${PORT[haproxy]}" "$HAPROXY" -db -f "$TMP/haproxy.cfg"
+		;;
+	*) die "unknown target $t" ;;
+	esac
+done
+
+# ---------------------------------------------------------------- runs
+
+to_ms() { # "312.00us" / "1.20ms" / "2.00s" -> ms
+	awk -v v="$1" 'BEGIN {
+		n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+		if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+		printf "%.2f", n }'
+}
+
+ROWS=()
+declare -A CPU
+for c in $CONNS; do
+	for t in $TARGETS; do
+		port=${PORT[$t]}
+		pid=${PID[$t]:-}
+		url="http://127.0.0.1:$port$URL_PATH"
+		threads=$WRK_THREADS; [ "$threads" -gt "$c" ] && threads=$c
+		"$WRK" -t"$threads" -c"$c" -d1s "$url" >/dev/null 2>&1 || true  # warm-up: pools, caches
+		p0=0; [ -n "$pid" ] && p0=$(cpu_ticks "$pid")
+		u0=$(cpu_ticks "${PID[upstream]}")
+		out=$("$WRK" -t"$threads" -c"$c" -d"${DURATION}s" --latency "$url" 2>&1) || die "wrk failed: $out"
+		p1=0; [ -n "$pid" ] && p1=$(cpu_ticks "$pid")
+		u1=$(cpu_ticks "${PID[upstream]}")
+		echo "$out" >"$TMP/wrk-$t-$c.txt"
+		reqs=$(echo "$out" | awk '/requests in/ {print $1; exit}')
+		rps=$(echo "$out" | awk '/^Requests\/sec:/ {printf "%.0f", $2}')
+		p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2; exit}')")
+		p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2; exit}')")
+		errs=$(echo "$out" | awk '/Socket errors:/ {gsub(",", ""); n += $4 + $6 + $8 + $10}
+			/Non-2xx or 3xx responses:/ {n += $5} END {print n + 0}')
+		if [ -z "$reqs" ] || [ "$reqs" -eq 0 ]; then die "no requests completed against $t: $out"; fi
+		if [ -n "$pid" ]; then
+			pcpu=$(awk -v d=$((p1 - p0)) -v hz="$HZ" -v r="$reqs" 'BEGIN {printf "%.2f", d / hz / r * 1e6}')
+		else
+			pcpu="-"
+		fi
+		ucpu=$(awk -v d=$((u1 - u0)) -v hz="$HZ" -v r="$reqs" 'BEGIN {printf "%.2f", d / hz / r * 1e6}')
+		CPU[$t,$c]=$pcpu
+		ROWS+=("$(printf '%-8s %6s %10s %9s %9s %7s %12s %12s' "$t" "$c" "$rps" "$p50" "$p99" "$errs" "$pcpu" "$ucpu")")
+		log "$(printf '%-8s c=%-4s %8s req/s' "$t" "$c" "$rps")"
+	done
+done
+
+# ---------------------------------------------------------------- report
+
+echo
+echo "sluice bench/compare.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, $(uname -r)"
+echo "upstream: $UPSTREAM ($UP_WORKERS workers); proxies: $WORKERS worker(s) each" \
+	"(sluice --workers $WORKERS, nginx worker_processes $WORKERS, haproxy nbthread $WORKERS)"
+echo "wrk $WRK_THREADS threads, ${DURATION}s per run after a 1 s warm-up, path $URL_PATH;" \
+	"CPU = utime+stime per request, in microseconds"
+echo "$("$NGINX" -v 2>&1 | sed 's/.*version: //'), $("$HAPROXY" -v | head -1 | awk '{print "HAProxy " $3}')"
+echo
+printf '%-8s %6s %10s %9s %9s %7s %12s %12s\n' target conns req/s p50_ms p99_ms errors proxy_us/req upstr_us/req
+printf '%s\n' "${ROWS[@]}"
+echo
+for c in $CONNS; do
+	s=${CPU[sluice,$c]:-}
+	if [ -z "$s" ] || [ "$s" = "-" ]; then continue; fi
+	for o in nginx haproxy; do
+		x=${CPU[$o,$c]:-}
+		if [ -z "$x" ] || [ "$x" = "-" ]; then continue; fi
+		awk -v s="$s" -v x="$x" -v o="$o" -v c="$c" 'BEGIN {
+			if (x > 0) printf "c=%-4s sluice CPU/request / %-7s = %.2f%s\n", c, o, s / x, (s / x <= 1.25 ? "" : "  (over the 1.25 target)") }'
+	done
+done
