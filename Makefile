@@ -25,7 +25,7 @@ LDFLAGS += -pthread $(SAN)
 LDLIBS  += -luv -ljansson -lm
 
 SRC        := $(wildcard src/*.c)
-CORE_OBJ   := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(filter-out src/main.c,$(SRC)))
+CORE_OBJ   := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(filter-out src/main.c,$(SRC))) $(BUILD)/obj/gen/dashboard.o
 LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
 UP_OBJ     := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/upstream/*.c))
 LOAD_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/load/*.c))
@@ -43,6 +43,17 @@ deps:
 $(BUILD)/obj/llhttp/%.o: $(LLHTTP)/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -Wshadow -Wstrict-prototypes -Wextra,$(CFLAGS)) -w -c $< -o $@
+
+# The dashboard page is compiled into the binary as a byte array.
+$(BUILD)/gen/dashboard.c: src/dashboard.html
+	@mkdir -p $(dir $@)
+	@{ echo '#include <stddef.h>'; echo 'const char sl_dashboard_html[] = {'; \
+	   od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0};'; \
+	   echo "const size_t sl_dashboard_html_len = sizeof sl_dashboard_html - 1;"; } > $@
+
+$(BUILD)/obj/gen/dashboard.o: $(BUILD)/gen/dashboard.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -1,78 +1,76 @@
-/* admin.c — see admin.h. Figures are summed over all workers on each call
- * (relaxed reads of per-worker counters), so an answer may lag a request or
- * two behind, never more. */
+/* admin.c — see admin.h. Every answer is built from one snapshot of the
+ * process (report.h), taken on the worker that serves it. */
 #include "admin.h"
 
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "metrics.h"
+#include "report.h"
 #include "worker.h"
 
-static void do_sum(const sl_server_t *s, sl_metrics_sum_t *sum)
-{
-	memset(sum, 0, sizeof *sum);
-	uint64_t now = uv_hrtime() / 1000000;
-	for (int i = 0; i < s->nworkers; i++)
-		sl_metrics_add(&s->workers[i].metrics, sum, now);
-}
+extern const char sl_dashboard_html[];
+extern const size_t sl_dashboard_html_len;
 
-/* "unhealthy" while the breaker is open, "degraded" while fewer than 80 % of
- * the last minute's forwarded requests succeeded, else "healthy". */
-static const char *health_status(const sl_metrics_sum_t *sum, sl_breaker_state_t breaker)
+static void do_respond(int status, const char *type, const char *body, size_t len, bool head_only,
+                       bool keep_alive, const char *extra, sl_buf_t *out)
 {
-	if (breaker == SL_BREAKER_OPEN)
-		return "unhealthy";
-	uint64_t done = sum->window_ok + sum->window_fail;
-	if (done > 0 && sum->window_ok * 100 < done * 80)
-		return "degraded";
-	return "healthy";
-}
-
-static json_t *health_json(sl_server_t *s)
-{
-	sl_metrics_sum_t sum;
-	sl_admit_stats_t adm;
-	do_sum(s, &sum);
-	sl_admit_get_stats(&s->admit, &adm);
-	sl_breaker_state_t breaker = sl_breaker_state(&s->breaker);
-	return json_pack("{s:s, s:s, s:I, s:I}", "status", health_status(&sum, breaker), "circuit_state",
-	                 sl_breaker_state_name(breaker), "active", (json_int_t)adm.active, "queued",
-	                 (json_int_t)adm.queued);
-}
-
-static void do_json_response(int status, json_t *body, bool head_only, bool keep_alive, const char *extra,
-                             sl_buf_t *out)
-{
-	sl_buf_t b = {0};
-	char *text = json_dumps(body, JSON_COMPACT);
-	json_decref(body);
-	sl_buf_appends(&b, text);
-	sl_buf_append(&b, "\n", 1);
-	free(text);
-	sl_http1_build_local(status, "application/json", b.base, b.len, keep_alive, extra, out);
+	sl_http1_build_local(status, type, body, len, keep_alive, extra, out);
 	if (head_only)
-		out->len -= b.len;
-	sl_buf_dispose(&b);
+		out->len -= len;
+}
+
+static void do_json(int status, json_t *body, bool head_only, bool keep_alive, const char *extra, sl_buf_t *out)
+{
+	char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10));
+	json_decref(body);
+	size_t len = strlen(text);
+	text = sl_realloc(text, len + 2);
+	text[len++] = '\n';
+	do_respond(status, "application/json", text, len, head_only, keep_alive, extra, out);
+	free(text);
+}
+
+static bool path_is(const char *path, size_t len, const char *want)
+{
+	return len == strlen(want) && memcmp(path, want, len) == 0;
 }
 
 void sl_admin_respond(sl_worker_t *w, const sl_http_msg_t *req, bool keep_alive, sl_buf_t *out)
 {
 	size_t len;
-	const char *target = sl_http_msg_target(req, &len);
-	const char *q = memchr(target, '?', len);
+	const char *path = sl_http_msg_target(req, &len);
+	const char *q = memchr(path, '?', len);
 	if (q)
-		len = (size_t)(q - target);
+		len = (size_t)(q - path);
 	bool head = req->method == HTTP_HEAD;
 	if (req->method != HTTP_GET && !head) {
-		do_json_response(405, json_pack("{s:s}", "error", "method_not_allowed"), false, keep_alive,
-		                 "Allow: GET, HEAD\r\n", out);
+		do_json(405, json_pack("{s:s}", "error", "method_not_allowed"), false, keep_alive, "Allow: GET, HEAD\r\n",
+		        out);
 		return;
 	}
-	if (len == 13 && memcmp(target, "/proxy-health", 13) == 0) {
-		do_json_response(200, health_json(w->server), head, keep_alive, NULL, out);
+	if (path_is(path, len, "/proxy-dashboard")) {
+		do_respond(200, "text/html; charset=utf-8", sl_dashboard_html, sl_dashboard_html_len, head, keep_alive,
+		           NULL, out);
 		return;
 	}
-	do_json_response(404, json_pack("{s:s}", "error", "not_found"), head, keep_alive, NULL, out);
+	bool health = path_is(path, len, "/proxy-health"), metrics = path_is(path, len, "/proxy-metrics");
+	bool prometheus = path_is(path, len, "/proxy-metrics/prometheus");
+	if (!health && !metrics && !prometheus) {
+		do_json(404, json_pack("{s:s}", "error", "not_found"), head, keep_alive, NULL, out);
+		return;
+	}
+	sl_snapshot_t *snap = sl_snapshot_take(w->server);
+	if (health) {
+		do_json(200, sl_report_health(snap), head, keep_alive, NULL, out);
+	} else if (metrics) {
+		do_json(200, sl_report_json(snap), head, keep_alive, NULL, out);
+	} else {
+		sl_buf_t text = {0};
+		sl_report_prometheus(snap, &text);
+		do_respond(200, "text/plain; version=0.0.4; charset=utf-8", text.base, text.len, head, keep_alive, NULL,
+		           out);
+		sl_buf_dispose(&text);
+	}
+	free(snap);
 }

@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "accesslog.h"
 #include "admin.h"
 #include "admit.h"
 #include "breaker.h"
@@ -99,6 +100,10 @@ struct sl_client {
 	bool breaker_told;     /* the breaker has this request's verdict */
 	int retries;           /* retries after backoff so far */
 	sl_buf_t replay;       /* request body kept for a retry */
+	uint64_t bytes_out;    /* response body bytes sent, for the access log */
+	uint64_t queue_ns;     /* time spent in the admission queue */
+	uint64_t upstream_ns;  /* uv_hrtime when the first attempt started */
+	int attempts;
 	bool write_failed; /* closing from the timer */
 	bool has_slot;     /* this request holds an admission slot */
 	bool drain_slot;   /* a finished response still flushing holds a slot */
@@ -218,6 +223,32 @@ static void do_tell_breaker(sl_client_t *c, bool upstream_ok)
 	}
 }
 
+static const char *const outcome_names[] = {"success", "failed", "rejected"};
+
+static void do_log_request(sl_client_t *c, const char *outcome)
+{
+	if (c->w->access_log.fd < 0)
+		return;
+	uint64_t now = uv_hrtime();
+	size_t target_len;
+	const char *target = sl_http_msg_target(&c->parser.msg, &target_len);
+	sl_access_entry_t e = {
+	    .client_ip = c->ip,
+	    .method = sl_http_method_name(c->parser.msg.method),
+	    .target = target,
+	    .target_len = target_len,
+	    .minor = c->parser.msg.minor,
+	    .status = c->status,
+	    .bytes = c->bytes_out,
+	    .total_ms = (double)(now - c->started_ns) / 1e6,
+	    .queue_ms = (double)c->queue_ns / 1e6,
+	    .upstream_ms = c->upstream_ns ? (double)(now - c->upstream_ns) / 1e6 : 0,
+	    .attempts = c->attempts,
+	    .outcome = outcome,
+	};
+	sl_access_log_write(&c->w->access_log, &e);
+}
+
 /* The request ends as one SPEC §8 outcome; its slot is released. */
 static void do_count_end(sl_client_t *c, sl_outcome_t outcome)
 {
@@ -230,6 +261,7 @@ static void do_count_end(sl_client_t *c, sl_outcome_t outcome)
 		return;
 	c->counted = false;
 	sl_metrics_end(&c->w->metrics, outcome, c->status, now_ms(c));
+	do_log_request(c, outcome_names[outcome]);
 	uint64_t us = (uv_hrtime() - c->started_ns) / 1000;
 	sl_metrics_latency(&c->w->metrics, us);
 	sl_debug("%s %s -> %d in %llu ms", c->ip, sl_http_method_name(c->parser.msg.method), c->status,
@@ -303,6 +335,7 @@ static void do_reject(sl_client_t *c, sl_reject_t why)
 	if (c->counted) {
 		c->counted = false;
 		sl_metrics_rejected(&c->w->metrics, why, now_ms(c));
+		do_log_request(c, sl_reject_name(why));
 	}
 	if (small) {
 		c->state = CL_DISCARD;
@@ -405,6 +438,9 @@ static void do_send_head(sl_client_t *c)
 
 static void do_start_upstream(sl_client_t *c)
 {
+	c->attempts++;
+	if (c->upstream_ns == 0)
+		c->upstream_ns = uv_hrtime();
 	c->state = CL_WAIT;
 	c->up = sl_upstream_acquire(c->w, c);
 	if (sl_upstream_is_ready(c->up))
@@ -415,8 +451,8 @@ static void do_start_upstream(sl_client_t *c)
 /* A queued request got its answer from the admission queue. */
 static void do_admitted(sl_client_t *c, sl_admit_result_t result)
 {
-	uint64_t waited_us = (uv_hrtime() - c->waiter.queued_at) / 1000;
-	sl_metrics_queue_wait(&c->w->metrics, waited_us);
+	c->queue_ns = uv_hrtime() - c->waiter.queued_at;
+	sl_metrics_queue_wait(&c->w->metrics, c->queue_ns / 1000);
 	if (result != SL_ADMIT_GRANTED) {
 		do_reject(c, SL_REJECT_CIRCUIT_OPEN);
 		return;
@@ -468,7 +504,8 @@ static void do_request_head(sl_client_t *c)
 	}
 	c->counted = true;
 	sl_metrics_begin(&c->w->metrics);
-	c->retries = 0;
+	c->retries = c->attempts = 0;
+	c->bytes_out = c->queue_ns = c->upstream_ns = 0;
 	c->stale_retry_used = c->breaker_told = false;
 	c->replay_ok = true;
 	c->replay.len = 0;
@@ -764,6 +801,7 @@ static void on_timer(uv_timer_t *t)
 		}
 		sl_admit_result_t r = sl_admit_cancel(admit_of(c), &c->waiter);
 		if (r == SL_ADMIT_QUEUED) {
+			c->queue_ns = waited * 1000000;
 			sl_metrics_queue_wait(&c->w->metrics, waited * 1000);
 			do_reject(c, SL_REJECT_QUEUE_TIMEOUT);
 		} else {
@@ -949,6 +987,7 @@ int sl_client_on_upstream_head(sl_client_t *c, const sl_http_msg_t *resp)
 
 bool sl_client_on_upstream_body(sl_client_t *c, const char *at, size_t len)
 {
+	c->bytes_out += len;
 	if (c->resp_framing == SL_FRAME_CHUNKED) {
 		char size_line[24];
 		int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);

@@ -16,6 +16,7 @@
  * recorded (clamped) values; min == UINT64_MAX and max == 0 while empty.
  */
 #include "hist.h"
+#include "stat.h"
 
 #include <math.h>
 #include <string.h>
@@ -57,8 +58,8 @@ void sl_hist_init(sl_hist_t *h)
 /* One writer; readers on other threads merge a snapshot while it records.
  * Relaxed atomic loads and stores make that well-defined (and compile to
  * plain moves): a reader may see a count without its sum, never garbage. */
-#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
-#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define LOAD SL_LOAD
+#define STORE SL_STORE
 
 void sl_hist_record(sl_hist_t *h, uint64_t value)
 {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "config.h"
@@ -17,6 +18,10 @@
 
 typedef struct {
 	sl_server_t server;
+	int argc;
+	char **argv;
+	sl_config_t **retired; /* replaced settings: workers may still read them */
+	int nretired;
 	uv_loop_t *loop;
 	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t shutdown_timer;
@@ -46,11 +51,70 @@ static void on_shutdown_timeout(uv_timer_t *t)
 	do_phase(m, 2);
 }
 
+/* Settings that belong to sockets and threads made at start: a reload keeps
+ * the running values and says that a restart is needed. */
+static void do_keep_restart_only(sl_config_t *next, const sl_config_t *cur)
+{
+	char **strs[] = {&next->listen_host, &next->target_host, &next->access_log};
+	char *const olds[] = {cur->listen_host, cur->target_host, cur->access_log};
+	const char *const snames[] = {"listen_host", "target_host", "access_log"};
+	for (int i = 0; i < 3; i++) {
+		bool same = (*strs[i] == NULL && olds[i] == NULL) ||
+		            (*strs[i] && olds[i] && strcmp(*strs[i], olds[i]) == 0);
+		if (same)
+			continue;
+		sl_warn("SIGHUP: %s changed; it takes effect after a restart", snames[i]);
+		free(*strs[i]);
+		*strs[i] = olds[i] ? strdup(olds[i]) : NULL;
+	}
+	int *ints[] = {&next->listen_port, &next->target_port, &next->workers, &next->admin_port};
+	const int oldi[] = {cur->listen_port, cur->target_port, cur->workers, cur->admin_port};
+	const char *const inames[] = {"listen_port", "target_port", "workers", "admin_port"};
+	for (int i = 0; i < 4; i++) {
+		if (*ints[i] != oldi[i]) {
+			sl_warn("SIGHUP: %s changed; it takes effect after a restart", inames[i]);
+			*ints[i] = oldi[i];
+		}
+	}
+}
+
+/* SIGHUP: re-read --config; apply limits, timeouts, retry and breaker
+ * settings without dropping a connection or a queued request. A bad file is
+ * reported and changes nothing. */
+static void do_reload(sl_main_t *m)
+{
+	sl_server_t *s = &m->server;
+	sl_config_t *cur = s->cfg;
+	if (!cur->config_file) {
+		sl_warn("SIGHUP: no --config file to reload");
+		return;
+	}
+	char err[512];
+	sl_config_t *next = sl_calloc(1, sizeof *next);
+	if (sl_config_reload(cur, m->argc, m->argv, next, err, sizeof err) != 0) {
+		sl_error("SIGHUP: %s; keeping the current settings", err);
+		free(next);
+		return;
+	}
+	do_keep_restart_only(next, cur);
+	sl_log_level = next->log_level;
+	sl_breaker_configure(&s->breaker, (uint32_t)next->circuit_breaker_threshold, next->circuit_breaker_timeout);
+	__atomic_store_n(&s->cfg, next, __ATOMIC_RELEASE);
+	/* a raised limit admits queued requests at once */
+	sl_admit_set_limits(&s->admit, (uint32_t)next->max_concurrent_requests, (uint32_t)next->max_queue_size);
+	m->retired = sl_realloc(m->retired, (size_t)(m->nretired + 1) * sizeof *m->retired);
+	m->retired[m->nretired++] = cur;
+	for (int i = 0; i < s->nworkers; i++)
+		sl_worker_signal(&s->workers[i]);
+	sl_info("SIGHUP: configuration reloaded from %s (limit %d, queue %d)", next->config_file,
+	        next->max_concurrent_requests, next->max_queue_size);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
 	sl_main_t *m = s->data;
 	if (signum == SIGHUP) {
-		sl_info("SIGHUP: configuration reload is not available yet");
+		do_reload(m);
 		return;
 	}
 	if (atomic_load(&m->server.shutdown_phase) == 0) {
@@ -88,6 +152,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	static sl_main_t m;
+	m.argc = argc;
+	m.argv = argv;
 	m.loop = uv_default_loop();
 	m.server.cfg = &cfg;
 	m.server.nworkers = cfg.workers;
@@ -96,6 +162,11 @@ int main(int argc, char **argv)
 	m.server.worker_exited = &m.worker_exited;
 	sl_admit_init(&m.server.admit, (uint32_t)cfg.max_concurrent_requests, (uint32_t)cfg.max_queue_size);
 	sl_breaker_init(&m.server.breaker, (uint32_t)cfg.circuit_breaker_threshold, cfg.circuit_breaker_timeout);
+	m.server.access_log_fd = -1;
+	if (cfg.access_log && (m.server.access_log_fd = sl_access_log_open(cfg.access_log, err, sizeof err)) < 0) {
+		fprintf(stderr, "sluice: %s\n", err);
+		return 1;
+	}
 	for (int i = 0; i < cfg.workers; i++) {
 		if (sl_worker_bind(&m.server.workers[i], &m.server, i, err, sizeof err) != 0) {
 			fprintf(stderr, "sluice: %s\n", err);
@@ -133,6 +204,19 @@ int main(int argc, char **argv)
 	free(m.server.workers);
 	sl_admit_dispose(&m.server.admit);
 	sl_breaker_dispose(&m.server.breaker);
+	if (m.server.access_log_fd > STDERR_FILENO)
+		close(m.server.access_log_fd);
+	if (m.server.cfg != &cfg) {
+		sl_config_dispose(m.server.cfg);
+		free(m.server.cfg);
+	}
+	for (int i = 0; i < m.nretired; i++) {
+		if (m.retired[i] != &cfg) {
+			sl_config_dispose(m.retired[i]);
+			free(m.retired[i]);
+		}
+	}
+	free(m.retired);
 	sl_config_dispose(&cfg);
 	sl_info("stopped");
 	return 0;

@@ -3,10 +3,11 @@
 
 #include <string.h>
 
-#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
-#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
-/* Single writer: an increment needs no locked instruction. */
-#define BUMP(x, n) STORE(x, LOAD(x) + (n))
+#include "stat.h"
+
+#define LOAD SL_LOAD
+#define STORE SL_STORE
+#define BUMP SL_BUMP
 
 const char *sl_reject_name(sl_reject_t why)
 {
@@ -56,6 +57,7 @@ void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t 
 	if (LOAD(m->win_sec[slot]) != sec) {
 		STORE(m->win_ok[slot], 0);
 		STORE(m->win_fail[slot], 0);
+		STORE(m->win_rejected[slot], 0);
 		STORE(m->win_sec[slot], sec);
 	}
 	switch (outcome) {
@@ -69,14 +71,24 @@ void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t 
 		break;
 	case SL_OUTCOME_REJECTED:
 		BUMP(m->rejected, 1);
+		BUMP(m->win_rejected[slot], 1);
 		break;
 	}
 	if (status == 504 && outcome == SL_OUTCOME_FAILED)
 		BUMP(m->timeouts, 1);
 }
 
+void sl_metrics_sum_init(sl_metrics_sum_t *sum)
+{
+	memset(sum, 0, sizeof *sum);
+	sl_hist_init(&sum->latency_us);
+	sl_hist_init(&sum->queue_wait_us);
+}
+
 void sl_metrics_add(const sl_metrics_t *m, sl_metrics_sum_t *sum, uint64_t now_ms)
 {
+	sl_hist_merge(&sum->latency_us, &m->latency_us);
+	sl_hist_merge(&sum->queue_wait_us, &m->queue_wait_us);
 	sum->active += LOAD(m->active);
 	sum->total += LOAD(m->total);
 	sum->success += LOAD(m->success);
@@ -92,6 +104,7 @@ void sl_metrics_add(const sl_metrics_t *m, sl_metrics_sum_t *sum, uint64_t now_m
 		if (s + SL_METRICS_WINDOW > sec && s <= sec) {
 			sum->window_ok += LOAD(m->win_ok[i]);
 			sum->window_fail += LOAD(m->win_fail[i]);
+			sum->window_rejected += LOAD(m->win_rejected[i]);
 		}
 	}
 }

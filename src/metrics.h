@@ -36,6 +36,7 @@ typedef struct sl_metrics {
 	uint64_t win_sec[SL_METRICS_WINDOW];
 	uint64_t win_ok[SL_METRICS_WINDOW];
 	uint64_t win_fail[SL_METRICS_WINDOW];
+	uint64_t win_rejected[SL_METRICS_WINDOW];
 	sl_hist_t latency_us;    /* forwarded requests: head received -> response complete */
 	sl_hist_t queue_wait_us; /* requests that waited in the queue */
 } sl_metrics_t;
@@ -43,7 +44,9 @@ typedef struct sl_metrics {
 typedef struct sl_metrics_sum {
 	uint64_t active, total, success, failed, rejected, timeouts, retries;
 	uint64_t rejected_by[SL_REJECT_COUNT];
-	uint64_t window_ok, window_fail; /* outcomes of the last 60 s */
+	uint64_t window_ok, window_fail, window_rejected; /* outcomes of the last 60 s */
+	sl_hist_t latency_us;
+	sl_hist_t queue_wait_us;
 } sl_metrics_sum_t;
 
 void sl_metrics_init(sl_metrics_t *m);
@@ -55,6 +58,9 @@ void sl_metrics_rejected(sl_metrics_t *m, sl_reject_t why, uint64_t now_ms);
 void sl_metrics_latency(sl_metrics_t *m, uint64_t us);
 void sl_metrics_retry(sl_metrics_t *m);
 void sl_metrics_queue_wait(sl_metrics_t *m, uint64_t us);
+
+/* Prepares an empty sum (it holds two histograms: allocate it, ~70 KB). */
+void sl_metrics_sum_init(sl_metrics_sum_t *sum);
 
 /* Adds m into *sum (any thread). */
 void sl_metrics_add(const sl_metrics_t *m, sl_metrics_sum_t *sum, uint64_t now_ms);

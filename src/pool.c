@@ -1,6 +1,8 @@
 /* pool.c — see pool.h. */
 #include "pool.h"
 
+#include "stat.h"
+
 void sl_pool_init(sl_pool_t *p, uint32_t max_idle)
 {
 	sl_list_init(&p->idle);
@@ -16,8 +18,8 @@ sl_list_t *sl_pool_take(sl_pool_t *p)
 		return NULL;
 	sl_list_t *link = p->idle.next;
 	sl_list_remove(link);
-	p->nidle--;
-	p->reused++;
+	SL_BUMP(p->nidle, -1);
+	SL_BUMP(p->reused, 1);
 	return link;
 }
 
@@ -26,12 +28,12 @@ bool sl_pool_put(sl_pool_t *p, sl_list_t *link)
 	if (p->nidle >= p->max_idle)
 		return false;
 	sl_list_insert_head(&p->idle, link);
-	p->nidle++;
+	SL_BUMP(p->nidle, 1);
 	return true;
 }
 
 void sl_pool_remove(sl_pool_t *p, sl_list_t *link)
 {
 	sl_list_remove(link);
-	p->nidle--;
+	SL_BUMP(p->nidle, -1);
 }

@@ -5,7 +5,8 @@
  * least likely to have been closed by the upstream's own idle timeout), while
  * the idle timeout closes the oldest ones. Each worker holds its share of
  * pool_maxsize, so the process keeps at most pool_maxsize idle connections
- * and the hot path takes no lock.
+ * and the hot path takes no lock. The counters have one writer (the worker)
+ * and may be read from other threads with SL_LOAD (stat.h).
  */
 #ifndef SL_POOL_H
 #define SL_POOL_H

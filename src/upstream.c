@@ -18,6 +18,7 @@
 #include "client.h"
 #include "io.h"
 #include "log.h"
+#include "stat.h"
 #include "worker.h"
 
 typedef enum { UP_RESOLVING, UP_CONNECTING, UP_ACTIVE, UP_IDLE, UP_CLOSING } up_state_t;
@@ -192,7 +193,7 @@ static void do_close(sl_upconn_t *up)
 	up->state = UP_CLOSING;
 	up->client = NULL;
 	sl_list_remove(&up->all_link);
-	up->w->pool.open--;
+	SL_BUMP(up->w->pool.open, -1);
 	uv_close((uv_handle_t *)&up->timer, on_handle_closed);
 	if (up->tcp_open)
 		uv_close((uv_handle_t *)&up->tcp, on_handle_closed);
@@ -420,8 +421,8 @@ static sl_upconn_t *do_open(sl_worker_t *w, sl_client_t *c)
 	uv_timer_init(&w->loop, &up->timer);
 	up->tcp.data = up->timer.data = up->connect_req.data = up;
 	sl_http1_init(&up->parser, false, &response_callbacks, up, (size_t)w->cfg->max_header_size * 2);
-	w->pool.created++;
-	w->pool.open++;
+	SL_BUMP(w->pool.created, 1);
+	SL_BUMP(w->pool.open, 1);
 	uv_timer_start(&up->timer, on_deferred_connect, 0, 0);
 	return up;
 }

@@ -39,6 +39,7 @@ static void do_close_loop_handles(sl_worker_t *w)
 	sl_resolver_close(&w->resolver);
 	uv_close((uv_handle_t *)&w->warm_timer, NULL);
 	sl_admit_inbox_close(&w->admit_inbox);
+	sl_access_log_close(&w->access_log);
 	uv_close((uv_handle_t *)&w->wake, NULL);
 }
 
@@ -60,9 +61,39 @@ void sl_worker_maybe_finish(sl_worker_t *w)
 		do_close_loop_handles(w);
 }
 
+/* Worker i's part of a process-wide count: the remainder goes to the first
+ * workers, so the parts add up exactly. */
+static uint32_t share_of(int total, int i, int n)
+{
+	return (uint32_t)(total / n + (i < total % n ? 1 : 0));
+}
+
+static void on_warm_timer(uv_timer_t *t)
+{
+	sl_worker_t *w = t->data;
+	sl_upstream_keep_warm(w, w->warm_target);
+}
+
+/* SIGHUP published new settings: take them on this worker's thread. */
+static void do_apply_config(sl_worker_t *w)
+{
+	const sl_config_t *cfg = sl_server_config(w->server);
+	if (cfg == w->cfg)
+		return;
+	w->cfg = cfg;
+	int n = w->server->nworkers;
+	w->pool.max_idle = share_of(cfg->pool_maxsize, w->id, n);
+	w->warm_target = share_of(cfg->pool_connections, w->id, n);
+	if (w->warm_target > 0 && !w->draining)
+		uv_timer_start(&w->warm_timer, on_warm_timer, 0, SL_WARM_CHECK_MS);
+	else
+		uv_timer_stop(&w->warm_timer);
+}
+
 static void on_wake(uv_async_t *a)
 {
 	sl_worker_t *w = a->data;
+	do_apply_config(w);
 	int phase = atomic_load(&w->server->shutdown_phase);
 	if (phase >= 1 && !w->draining) {
 		w->draining = true;
@@ -77,19 +108,6 @@ static void on_wake(uv_async_t *a)
 		sl_upstream_close_all(w);
 	}
 	sl_worker_maybe_finish(w);
-}
-
-/* Worker i's part of a process-wide count: the remainder goes to the first
- * workers, so the parts add up exactly. */
-static uint32_t share_of(int total, int i, int n)
-{
-	return (uint32_t)(total / n + (i < total % n ? 1 : 0));
-}
-
-static void on_warm_timer(uv_timer_t *t)
-{
-	sl_worker_t *w = t->data;
-	sl_upstream_keep_warm(w, w->warm_target);
 }
 
 int sl_worker_bind(sl_worker_t *w, sl_server_t *s, int id, char *err, size_t errlen)
@@ -138,6 +156,7 @@ int sl_worker_start(sl_worker_t *w)
 	sl_list_init(&w->clients);
 	sl_list_init(&w->upconns);
 	sl_metrics_init(&w->metrics);
+	sl_access_log_init(&w->access_log, &w->loop, w->server->access_log_fd);
 	w->rng = uv_hrtime() ^ ((uint64_t)(w->id + 1) * UINT64_C(0x9E3779B97F4A7C15));
 	if (w->rng == 0)
 		w->rng = 1;

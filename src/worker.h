@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "accesslog.h"
 #include "admit.h"
 #include "breaker.h"
 #include "config.h"
@@ -55,11 +56,12 @@ typedef struct sl_worker {
 	bool closed;   /* loop handles closed, loop is ending */
 	char *read_buf; /* shared by upstream connections: parsed in full on each read */
 	sl_metrics_t metrics;
+	sl_access_log_t access_log;
 	uint64_t rng; /* xorshift state for retry jitter */
 } sl_worker_t;
 
 struct sl_server {
-	sl_config_t *cfg;
+	sl_config_t *cfg; /* the settings in force: read with sl_server_config() */
 	int nworkers;
 	sl_worker_t *workers;
 	uint64_t start_ms;             /* uv_hrtime at start, in ms */
@@ -68,8 +70,15 @@ struct sl_server {
 	sl_breaker_t breaker;          /* the circuit breaker, all workers */
 	atomic_int shutdown_phase;     /* 0 running, 1 draining, 2 stopping */
 	atomic_int workers_exited;
+	int access_log_fd; /* -1: no access log */
 	uv_async_t *worker_exited;     /* worker -> main */
 };
+
+/* The settings in force (SIGHUP may replace them; any thread). */
+static inline const sl_config_t *sl_server_config(sl_server_t *s)
+{
+	return __atomic_load_n(&s->cfg, __ATOMIC_ACQUIRE);
+}
 
 /* Binds the listening sockets (one per worker, SO_REUSEPORT) so that a port
  * in use is reported before any thread starts. Returns 0 or -errno. */

@@ -317,11 +317,10 @@ def test_proxy_health_never_waits_for_a_slot(start_upstream, start_sluice, worke
     wait_idle(sl, up)
 
 
-@pytest.mark.xfail(strict=False, reason="/proxy-health 'queued' is hard-coded 0 until the metrics issue")
 @pytest.mark.parametrize("workers", WORKERS)
 def test_proxy_health_reports_queued(start_upstream, start_sluice, workers):
-    """SPEC §8: /proxy-health "queued" is the number of requests waiting for a
-    slot (here 2)."""
+    """SPEC §8: /proxy-health "active" counts the requests holding a slot and
+    "queued" those waiting for one (here 1 and 2)."""
     up = start_upstream(workers=2)
     sl = start_sluice(up.port, workers=workers, max_concurrent_requests=1, max_queue_size=5)
     reset_upstream(up)
@@ -331,7 +330,7 @@ def test_proxy_health_reports_queued(start_upstream, start_sluice, workers):
     time.sleep(0.15)
     try:
         h = health(sl)
-        assert h["queued"] == 2, h
+        assert h["active"] == 1 and h["queued"] == 2, h
     finally:
         for p in [hold] + waiting:
             p.wait(5)

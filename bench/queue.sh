@@ -1,0 +1,478 @@
+#!/usr/bin/env bash
+# bench/queue.sh — admission control under overload (issue 3): sluice against
+# HAProxy and nginx, in one run, in front of the same slow upstream.
+#
+#   upstream  build/sluice-upstream --workers 2, every answer delayed 50 ms
+#             (URL /?delay_ms=50&echo=1: echo=1 sends the request headers back,
+#             which carries the client's send time, see below)
+#   sluice    --max-concurrent-requests 100 --max-queue-size 200
+#             --queue-timeout 30, --workers W
+#   haproxy   server s1 ... maxconn 100, timeout queue 30s, nbthread W.
+#             HAProxy's queue has no size limit by default: every client
+#             beyond maxconn waits, nobody is refused.
+#   haproxy-q200 (HAPROXY_Q200=1, default on) the same plus
+#             "http-request deny deny_status 503 if { queue(be) ge 200 }",
+#             the nearest HAProxy gets to a bounded queue (the check and the
+#             enqueue are not atomic, so it is approximate).
+#   nginx     upstream { server ... max_conns=100; keepalive 100; zone }
+#             worker_processes W. OSS nginx has no queue: a request beyond
+#             max_conns gets 502 ("no live upstreams") at once. The zone makes
+#             max_conns shared by the workers (without it, it is per worker).
+#
+#   direct    the calibration row: wrk with only LIMIT (100) connections straight
+#             to the upstream, no proxy: the most this machine delivers with
+#             100 requests in flight (the 2,000 req/s ideal ignores overheads).
+#
+# Load: wrk, CONNS (400) connections, WRK_THREADS (2) threads, DURATION (10) s,
+# after a 1 s warm-up at 100 connections. A Lua script stamps each request with
+# the client's monotonic clock (header X-T, via LuaJIT's FFI), counts statuses,
+# and for each 2xx reads X-T back from the upstream's echo: the latency of
+# served requests alone (wrk's own percentiles mix in the fast rejections).
+#
+# Rejection latency: while the load runs, a probe (Python, one keep-alive
+# connection, PROBE_N=200 requests, one every 40 ms) times each request with
+# perf_counter; the p99 of those answered 503 (sluice: queue_full; nginx: its
+# 502) is the latency of a rejection as one client sees it under full load.
+#
+# The upstream's /__stats is reset (POST /__reset) before each run and its
+# peak_inflight read 0.5 s before the load ends ("peak") and after it ("p_end",
+# which includes the instant wrk closes all its connections).
+#
+# Per proxy it prints: served 2xx per second and as a share of the ideal
+# 100 / 0.05 s = 2,000 req/s, the upstream's peak in-flight, p50/p99 of served
+# requests, rejections (non-2xx responses and socket errors) and the probe's
+# rejection p50/p99.
+#
+# Usage: bench/queue.sh   (env: BUILD=build WORKERS=2 CONNS=400 DURATION=10
+#                          WRK_THREADS=2 LIMIT=100 QUEUE=200 DELAY_MS=50
+#                          TARGETS="sluice haproxy haproxy-q200 nginx" PROBE_N=200)
+# Everything it starts is stopped on exit (trap EXIT, by PID).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+BUILD=${BUILD:-build}
+WORKERS=${WORKERS:-2}
+UP_WORKERS=${UP_WORKERS:-2}
+CONNS=${CONNS:-400}
+DURATION=${DURATION:-10}
+WRK_THREADS=${WRK_THREADS:-2}
+LIMIT=${LIMIT:-100}
+QUEUE=${QUEUE:-200}
+DELAY_MS=${DELAY_MS:-50}
+PROBE_N=${PROBE_N:-200}
+TARGETS=${TARGETS:-"direct sluice haproxy haproxy-q200 nginx"}
+URL_PATH="/?delay_ms=$DELAY_MS&echo=1"
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "queue.sh: $*"; exit 1; }
+
+# ---------------------------------------------------------------- set-up
+
+need_pkgs=""
+command -v wrk >/dev/null 2>&1 || need_pkgs="$need_pkgs wrk"
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_pkgs="$need_pkgs haproxy"
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_pkgs="$need_pkgs nginx"
+command -v python3 >/dev/null 2>&1 || need_pkgs="$need_pkgs python3"
+if [ -n "$need_pkgs" ]; then
+	log "installing:$need_pkgs"
+	SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+	export DEBIAN_FRONTEND=noninteractive
+	$SUDO apt-get update -qq
+	for p in $need_pkgs; do
+		if [ "$p" = nginx ]; then
+			# nginx-light where it exists (bookworm), nginx otherwise
+			$SUDO apt-get install -y -qq --no-install-recommends nginx-light >/dev/null 2>&1 ||
+				$SUDO apt-get install -y -qq --no-install-recommends nginx >/dev/null
+		else
+			$SUDO apt-get install -y -qq --no-install-recommends "$p" >/dev/null
+		fi
+	done
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+NGINX=$(command -v nginx)
+HAPROXY=$(command -v haproxy)
+WRK=$(command -v wrk)
+
+for b in sluice sluice-upstream; do
+	if [ ! -x "$BUILD/$b" ]; then
+		make -s BUILD="$BUILD" "$BUILD/$b" || die "cannot build $BUILD/$b"
+	fi
+done
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" -ge $((CONNS * 3 + 100)) ] || die "open-file limit $(ulimit -n) is too low for $CONNS connections"
+
+TMP=$(mktemp -d /tmp/sluice-queue.XXXXXX)
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do
+		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port pid name
+	local i
+	for i in $(seq 100); do
+		kill -0 "$2" 2>/dev/null || { cat "$TMP/$3.log" >&2 2>/dev/null; die "$3 exited at start"; }
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	die "$3 not listening on $1"
+}
+
+start() { # name port cmd...
+	local name=$1 port=$2; shift 2
+	"$@" >"$TMP/$name.log" 2>&1 &
+	local pid=$!
+	PIDS+=("$pid")
+	wait_port "$port" "$pid" "$name"
+	eval "PID_${name//-/_}=$pid"
+}
+
+# ---------------------------------------------------------------- helper scripts
+
+cat >"$TMP/stamp.lua" <<'EOF'
+-- Counts statuses; for 2xx, latency from the X-T send stamp echoed back.
+local ffi = require("ffi")
+ffi.cdef [[
+typedef struct { long tv_sec; long tv_nsec; } sl_timespec_t;
+int clock_gettime(int clk, sl_timespec_t *tp);
+]]
+local ts = ffi.new("sl_timespec_t")
+local function now_us()
+	ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+	return tonumber(ts.tv_sec) * 1000000 + math.floor(tonumber(ts.tv_nsec) / 1000)
+end
+
+local threads = {}
+function setup(thread)
+	table.insert(threads, thread)
+end
+
+function init(args)
+	codes = {}
+	lat = {}
+	nlat = 0
+	unstamped = 0
+end
+
+function request()
+	return wrk.format(nil, nil, { ["X-T"] = string.format("%d", now_us()) })
+end
+
+function response(status, headers, body)
+	codes[status] = (codes[status] or 0) + 1
+	if status >= 200 and status < 300 then
+		local t = body:match('"[Xx]%-[Tt]","(%d+)"')
+		if t then
+			nlat = nlat + 1
+			lat[nlat] = now_us() - tonumber(t)
+		else
+			unstamped = unstamped + 1
+		end
+	end
+end
+
+function done(summary, latency, requests)
+	local all, codes_all, nostamp = {}, {}, 0
+	for _, t in ipairs(threads) do
+		for _, v in ipairs(t:get("lat")) do all[#all + 1] = v end
+		for k, v in pairs(t:get("codes")) do codes_all[k] = (codes_all[k] or 0) + v end
+		nostamp = nostamp + t:get("unstamped")
+	end
+	table.sort(all)
+	local function pct(q)
+		if #all == 0 then return -1 end
+		local i = math.max(1, math.ceil(q * #all))
+		return all[i] / 1000.0
+	end
+	local e = summary.errors
+	io.write(string.format("RESULT duration_us %d\n", summary.duration))
+	io.write(string.format("RESULT requests %d\n", summary.requests))
+	io.write(string.format("RESULT sock_errors %d\n", e.connect + e.read + e.write + e.timeout))
+	io.write(string.format("RESULT timeouts %d\n", e.timeout))
+	io.write(string.format("RESULT served_stamped %d\n", #all))
+	io.write(string.format("RESULT unstamped %d\n", nostamp))
+	io.write(string.format("RESULT served_p50 %.2f\n", pct(0.50)))
+	io.write(string.format("RESULT served_p99 %.2f\n", pct(0.99)))
+	io.write(string.format("RESULT all_p50 %.2f\n", latency:percentile(50) / 1000.0))
+	io.write(string.format("RESULT all_p99 %.2f\n", latency:percentile(99) / 1000.0))
+	local ok, other, parts = 0, 0, {}
+	for k, v in pairs(codes_all) do
+		if k >= 200 and k < 300 then ok = ok + v else other = other + v end
+		parts[#parts + 1] = k .. ":" .. v
+	end
+	table.sort(parts)
+	io.write(string.format("RESULT ok %d\n", ok))
+	io.write(string.format("RESULT non2xx %d\n", other))
+	io.write("RESULT codes " .. table.concat(parts, ",") .. "\n")
+end
+EOF
+
+cat >"$TMP/probe.py" <<'EOF'
+"""One keep-alive connection, N requests at a low rate; times each answer and
+prints JSON: counts by status and p50/p99/max (ms) of the rejections."""
+import json, socket, sys, time
+
+port, n, gap, path = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+req = ("GET %s HTTP/1.1\r\nHost: probe\r\n\r\n" % path).encode()
+
+
+def connect():
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s, bytearray()
+
+
+def read_response(s, buf):
+    while b"\r\n\r\n" not in buf:
+        b = s.recv(65536)
+        if not b:
+            raise ConnectionError("closed")
+        buf += b
+    i = buf.index(b"\r\n\r\n") + 4
+    head = bytes(buf[:i]).decode("latin-1")
+    status = int(head.split(" ", 2)[1])
+    clen, close = 0, False
+    for line in head.split("\r\n")[1:]:
+        k, _, v = line.partition(":")
+        if k.strip().lower() == "content-length":
+            clen = int(v)
+        if k.strip().lower() == "connection" and "close" in v.lower():
+            close = True
+    while len(buf) < i + clen:
+        b = s.recv(65536)
+        if not b:
+            raise ConnectionError("closed")
+        buf += b
+    del buf[:i + clen]
+    return status, close
+
+
+s, buf = connect()
+codes, rej, served, reconnects = {}, [], [], 0
+next_t = time.perf_counter()
+for _ in range(n):
+    next_t += gap
+    t0 = time.perf_counter()
+    try:
+        s.sendall(req)
+        status, close = read_response(s, buf)
+    except (ConnectionError, OSError):
+        reconnects += 1
+        s.close()
+        s, buf = connect()
+        continue
+    dt = (time.perf_counter() - t0) * 1000.0
+    codes[status] = codes.get(status, 0) + 1
+    (served if 200 <= status < 300 else rej).append(dt)
+    if close:
+        s.close()
+        s, buf = connect()
+        reconnects += 1
+    left = next_t - time.perf_counter()
+    if left > 0:
+        time.sleep(left)
+
+
+def pct(xs, q):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return round(xs[max(0, min(len(xs) - 1, int(q * len(xs) + 0.999999) - 1))], 3)
+
+
+print(json.dumps({"codes": codes, "rejected": len(rej), "served": len(served), "reconnects": reconnects,
+                  "rej_p50": pct(rej, 0.5), "rej_p99": pct(rej, 0.99), "rej_max": pct(rej, 1.0)}))
+EOF
+
+# ---------------------------------------------------------------- upstream
+
+UP_PORT=$(free_port)
+start upstream "$UP_PORT" "$ROOT/$BUILD/sluice-upstream" --port "$UP_PORT" --workers "$UP_WORKERS"
+UP="http://127.0.0.1:$UP_PORT"
+
+up_stat() { # field
+	curl -s "$UP/__stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"
+}
+
+# ---------------------------------------------------------------- proxies
+
+for t in $TARGETS; do
+	port=$(free_port)
+	eval "PORT_${t//-/_}=$port"
+	case $t in
+	direct) eval "PORT_direct=$UP_PORT" ;;
+	sluice)
+		start sluice "$port" "$ROOT/$BUILD/sluice" --listen-host 127.0.0.1 --listen-port "$port" \
+			--target-host 127.0.0.1 --target-port "$UP_PORT" --workers "$WORKERS" --log-level warn \
+			--max-concurrent-requests "$LIMIT" --max-queue-size "$QUEUE" --queue-timeout 30 \
+			--pool-maxsize "$LIMIT" --max-connections 20000
+		;;
+	haproxy | haproxy-q200)
+		deny=""
+		[ "$t" = haproxy-q200 ] && deny="    http-request deny deny_status 503 if { queue(be) ge $QUEUE }"
+		cat >"$TMP/$t.cfg" <<EOF
+global
+    nbthread $WORKERS
+    maxconn 8000
+defaults
+    mode http
+    maxconn 8000
+    timeout connect 10s
+    timeout client 120s
+    timeout server 120s
+    timeout queue 30s
+    timeout http-keep-alive 60s
+    http-reuse always
+    option forwardfor
+frontend fe
+    bind 127.0.0.1:$port
+    default_backend be
+backend be
+$deny
+    server s1 127.0.0.1:$UP_PORT maxconn $LIMIT
+EOF
+		start "$t" "$port" "$HAPROXY" -db -f "$TMP/$t.cfg"
+		;;
+	nginx)
+		mkdir -p "$TMP/nginx"
+		cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes $WORKERS;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log crit;
+worker_rlimit_nofile 20000;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+    client_body_temp_path $TMP/nginx/body; proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fcgi; uwsgi_temp_path $TMP/nginx/uwsgi; scgi_temp_path $TMP/nginx/scgi;
+    upstream up {
+        zone up 64k;
+        server 127.0.0.1:$UP_PORT max_conns=$LIMIT;
+        keepalive $LIMIT;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+    }
+}
+EOF
+		start nginx "$port" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log"
+		;;
+	*) die "unknown target $t" ;;
+	esac
+done
+
+# ---------------------------------------------------------------- runs
+
+ideal=$(awk -v l="$LIMIT" -v d="$DELAY_MS" 'BEGIN {printf "%.0f", l / (d / 1000.0)}')
+ROWS=()
+NOTES=()
+for t in $TARGETS; do
+	eval "port=\$PORT_${t//-/_}"
+	url="http://127.0.0.1:$port$URL_PATH"
+	# warm-up within the limit (upstream connections, pools), then let it drain
+	"$WRK" -t"$WRK_THREADS" -c"$LIMIT" -d1s "$url" >/dev/null 2>&1 || true
+	for _ in $(seq 100); do [ "$(up_stat inflight)" = 0 ] && break; sleep 0.05; done
+	curl -s -X POST "$UP/__reset" >/dev/null
+
+	out_file="$TMP/wrk-$t.txt"
+	conns=$CONNS; [ "$t" = direct ] && conns=$LIMIT
+	"$WRK" -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" --timeout 35s -s "$TMP/stamp.lua" "$url" >"$out_file" 2>&1 &
+	wrk_pid=$!
+	PIDS+=("$wrk_pid")
+	if [ "$t" != direct ]; then
+		sleep 1
+		python3 "$TMP/probe.py" "$port" "$PROBE_N" 0.04 "$URL_PATH" >"$TMP/probe-$t.json" 2>"$TMP/probe-$t.err" &
+		probe_pid=$!
+		PIDS+=("$probe_pid")
+	fi
+	# the upstream's peak while the load still runs (half a second before its end)...
+	sleep "$(awk -v d="$DURATION" -v t="$t" 'BEGIN {print d - 0.5 - (t == "direct" ? 0 : 1)}')"
+	peak=$(up_stat peak_inflight)
+	wait "$wrk_pid" || die "wrk failed against $t: $(cat "$out_file")"
+	if [ "$t" != direct ]; then
+		wait "$probe_pid" || log "probe failed against $t: $(cat "$TMP/probe-$t.err")"
+	fi
+	# ...and after it, including the moment wrk closes its connections at once
+	sleep 0.3
+	peak_end=$(up_stat peak_inflight)
+
+	r() { awk -v k="$1" '$1 == "RESULT" && $2 == k {print $3}' "$out_file"; }
+	dur=$(r duration_us); ok=$(r ok); non2xx=$(r non2xx); serr=$(r sock_errors)
+	[ -n "$dur" ] || die "no result from wrk against $t: $(cat "$out_file")"
+	rps=$(awk -v n="$ok" -v d="$dur" 'BEGIN {printf "%.0f", n / (d / 1e6)}')
+	share=$(awk -v n="$ok" -v d="$dur" -v i="$ideal" 'BEGIN {printf "%.1f%%", 100 * n / (d / 1e6) / i}')
+	probe=$(cat "$TMP/probe-$t.json" 2>/dev/null || echo '{}')
+	pr() { python3 -c "import json,sys; v=json.loads(sys.argv[1]).get('$1'); print('-' if v is None else v)" "$probe"; }
+	ROWS+=("$(printf '%-13s %7s %7s %5s %5s %8s %8s %9s %7s %9s %9s %8s %8s' "$t" "$rps" "$share" "$peak" "$peak_end" \
+		"$(r served_p50)" "$(r served_p99)" "$non2xx" "$serr" "$(pr rej_p50)" "$(pr rej_p99)" \
+		"$(r all_p50)" "$(r all_p99)")")
+	if [ "$t" = sluice ]; then
+		own=$(curl -s "http://127.0.0.1:$port/proxy-metrics" | python3 -c \
+			'import json,sys
+try: print(json.load(sys.stdin)["concurrency"]["peak_active"])
+except Exception: print("n/a")' 2>/dev/null || echo n/a)
+		NOTES+=("sluice: its own peak of active requests (/proxy-metrics concurrency.peak_active, incl. warm-up): $own")
+	fi
+	NOTES+=("$t: statuses $(r codes); probe $(pr codes) (rejected $(pr rejected), served $(pr served), max rejection $(pr rej_max) ms, reconnects $(pr reconnects))")
+	log "$(printf '%-13s %7s served/s (%s)' "$t" "$rps" "$share")"
+	# let the queue of this run drain before the next proxy is measured
+	for _ in $(seq 200); do [ "$(up_stat inflight)" = 0 ] && break; sleep 0.05; done
+done
+
+# ---------------------------------------------------------------- report
+
+echo
+echo "sluice bench/queue.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, $(uname -r)"
+echo "upstream: sluice-upstream ($UP_WORKERS workers), every answer delayed ${DELAY_MS} ms;" \
+	"limit $LIMIT, queue $QUEUE; ideal $LIMIT / ${DELAY_MS} ms = $ideal req/s"
+echo "proxies: $WORKERS worker(s) each (sluice --workers $WORKERS, haproxy nbthread $WORKERS," \
+	"nginx worker_processes $WORKERS); wrk $WRK_THREADS threads, $CONNS connections, ${DURATION} s after a 1 s warm-up"
+echo "$("$NGINX" -v 2>&1 | sed 's/.*version: //'), $("$HAPROXY" -v | head -1 | awk '{print "HAProxy " $3}'), all on one machine"
+echo
+printf '%-13s %7s %7s %5s %5s %8s %8s %9s %7s %9s %9s %8s %8s\n' proxy "2xx/s" "ideal" peak "p_end" \
+	"p50_ms" "p99_ms" "non2xx" sockerr "rej_p50" "rej_p99" "all_p50" "all_p99"
+printf '%s\n' "${ROWS[@]}"
+echo
+echo "2xx/s, ideal: served responses per second and their share of $ideal req/s (goal >= 97 %)."
+echo "peak: the upstream's own peak of requests in flight while the load ran (read 0.5 s before its end;"
+echo "sluice: must be <= $LIMIT); p_end: the same read after the run, which adds the moment wrk closes all its"
+echo "connections: a proxy that aborts an in-flight request frees its slot at once and may hand it to a queued"
+echo "one before the upstream has noticed the abort, so the upstream briefly counts both."
+echo "The upstream counts a request done in its write callback, a moment after the response left, so a"
+echo "peak of limit+1 can be its own lag (HAProxy's exact maxconn $LIMIT reads the same)."
+echo "p50_ms, p99_ms: latency of served (2xx) requests only, from the send stamp echoed by the upstream."
+echo "non2xx: rejections and errors answered (sluice 503 queue_full/queue_timeout, nginx 502, haproxy 503);"
+echo "sockerr: wrk socket errors (connect/read/write/timeout)."
+echo "rej_p50, rej_p99: ms, the probe's requests (1 keep-alive connection, $PROBE_N at 25/s) that were refused"
+echo "(sluice 503 queue_full: goal p99 < 1 ms; nginx 502; '-' = none refused)."
+echo "all_p50, all_p99: ms, wrk's own latency percentiles over every response; where almost all are"
+echo "rejections (sluice, nginx) they are the rejection latency seen by the $CONNS closed-loop clients."
+echo "direct: wrk with $LIMIT connections straight to the upstream (no proxy, no overflow): this machine's ceiling."
+echo "haproxy: default unbounded queue (timeout queue 30s) — nobody is refused, everyone waits."
+echo "haproxy-q200: + 'http-request deny deny_status 503 if { queue(be) ge $QUEUE }' (approximate bound)."
+echo "nginx: OSS nginx has no queue; beyond max_conns=$LIMIT (zone-shared by the workers) it answers 502 at once."
+echo
+printf '%s\n' "${NOTES[@]}"

@@ -1,0 +1,112 @@
+/* accesslog.c — see accesslog.h. */
+#include "accesslog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FLUSH_BYTES (32 * 1024)
+#define FLUSH_MS 200
+#define MAX_PENDING (1024 * 1024)
+
+int sl_access_log_open(const char *path, char *err, size_t errlen)
+{
+	if (strcmp(path, "-") == 0)
+		return STDOUT_FILENO;
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		snprintf(err, errlen, "cannot open access log %s: %s", path, strerror(errno));
+	return fd;
+}
+
+static void do_flush(sl_access_log_t *log);
+
+static void on_written(uv_fs_t *req)
+{
+	sl_access_log_t *log = req->data;
+	uv_fs_req_cleanup(req);
+	log->in_flight = false;
+	log->writing.len = 0;
+	if (log->closing) {
+		sl_buf_dispose(&log->writing);
+		return;
+	}
+	if (log->pending.len >= FLUSH_BYTES)
+		do_flush(log);
+}
+
+static void do_flush(sl_access_log_t *log)
+{
+	if (log->in_flight || log->pending.len == 0)
+		return;
+	sl_buf_t t = log->writing;
+	log->writing = log->pending;
+	log->pending = t;
+	log->pending.len = 0;
+	uv_buf_t b = uv_buf_init(log->writing.base, (unsigned)log->writing.len);
+	if (uv_fs_write(log->loop, &log->req, log->fd, &b, 1, -1, on_written) == 0)
+		log->in_flight = true;
+	else
+		log->writing.len = 0;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+	do_flush(t->data);
+}
+
+void sl_access_log_init(sl_access_log_t *log, uv_loop_t *loop, uv_file fd)
+{
+	memset(log, 0, sizeof *log);
+	log->loop = loop;
+	log->fd = fd;
+	log->req.data = log;
+	uv_timer_init(loop, &log->timer);
+	log->timer.data = log;
+}
+
+void sl_access_log_write(sl_access_log_t *log, const sl_access_entry_t *e)
+{
+	if (log->fd < 0)
+		return;
+	if (log->pending.len > MAX_PENDING) {
+		log->dropped++;
+		return;
+	}
+	struct timespec ts;
+	struct tm tm;
+	char when[40];
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(when + n, sizeof when - n, ".%03ldZ", ts.tv_nsec / 1000000);
+	bool was_empty = log->pending.len == 0;
+	sl_buf_printf(&log->pending, "%s %s \"%s %.*s HTTP/1.%d\" %d %llu total_ms=%.1f queue_ms=%.1f upstream_ms=%.1f "
+	                             "attempts=%d outcome=%s\n",
+	              when, e->client_ip, e->method, (int)(e->target_len > 2048 ? 2048 : e->target_len), e->target,
+	              e->minor, e->status, (unsigned long long)e->bytes, e->total_ms, e->queue_ms, e->upstream_ms,
+	              e->attempts, e->outcome);
+	if (log->pending.len >= FLUSH_BYTES)
+		do_flush(log);
+	else if (was_empty)
+		uv_timer_start(&log->timer, on_timer, FLUSH_MS, 0);
+}
+
+void sl_access_log_close(sl_access_log_t *log)
+{
+	log->closing = true;
+	uv_close((uv_handle_t *)&log->timer, NULL);
+	if (log->fd >= 0 && log->pending.len > 0) {
+		/* the loop is ending: a last synchronous write is fine here */
+		uv_fs_t req;
+		uv_buf_t b = uv_buf_init(log->pending.base, (unsigned)log->pending.len);
+		uv_fs_write(NULL, &req, log->fd, &b, 1, -1, NULL);
+		uv_fs_req_cleanup(&req);
+	}
+	sl_buf_dispose(&log->pending);
+	if (!log->in_flight)
+		sl_buf_dispose(&log->writing);
+}

@@ -1,0 +1,61 @@
+/* accesslog.h — one line per request (--access-log), never blocking a loop.
+ *
+ * Each worker appends lines to its own buffer; the buffer is written with
+ * uv_fs_write on libuv's thread pool when it passes 32 KiB or 200 ms after
+ * its first line, while new lines go to a second buffer. If the disk cannot
+ * keep up and 1 MiB is waiting, further lines are dropped and counted, rather
+ * than growing memory or stalling requests. Line format (space separated,
+ * key=value after the quoted request):
+ *
+ *   2026-11-27T10:00:00.123Z 10.0.0.7 "GET /v1/chat HTTP/1.1" 200 5120
+ *   total_ms=812.4 queue_ms=3.1 upstream_ms=809.0 attempts=1 outcome=success
+ *
+ * (on one line). bytes is the response body size sent to the client.
+ */
+#ifndef SL_ACCESSLOG_H
+#define SL_ACCESSLOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "buf.h"
+
+typedef struct sl_access_entry {
+	const char *client_ip;
+	const char *method;
+	const char *target;
+	size_t target_len;
+	int minor; /* HTTP/1.minor */
+	int status;
+	uint64_t bytes;
+	double total_ms, queue_ms, upstream_ms;
+	int attempts;
+	const char *outcome;
+} sl_access_entry_t;
+
+typedef struct sl_access_log {
+	uv_loop_t *loop;
+	uv_file fd; /* -1: logging off */
+	sl_buf_t pending;
+	sl_buf_t writing;
+	uv_fs_t req;
+	uv_timer_t timer;
+	bool in_flight;
+	bool closing;
+	uint64_t dropped;
+} sl_access_log_t;
+
+/* Opens PATH for appending ("-" is stdout). Returns the descriptor, or -1
+ * with err set. */
+int sl_access_log_open(const char *path, char *err, size_t errlen);
+
+/* A worker's writer; fd < 0 disables it. */
+void sl_access_log_init(sl_access_log_t *log, uv_loop_t *loop, uv_file fd);
+void sl_access_log_write(sl_access_log_t *log, const sl_access_entry_t *e);
+
+/* Writes what is left (synchronously: the loop is ending) and closes the
+ * timer. */
+void sl_access_log_close(sl_access_log_t *log);
+
+#endif

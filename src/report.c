@@ -1,0 +1,232 @@
+/* report.c — see report.h. */
+#include "report.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "stat.h"
+#include "worker.h"
+
+sl_snapshot_t *sl_snapshot_take(sl_server_t *s)
+{
+	sl_snapshot_t *snap = sl_calloc(1, sizeof *snap);
+	uint64_t now_ms = uv_hrtime() / 1000000;
+	snap->cfg = sl_server_config(s);
+	snap->uptime_s = (double)(now_ms - s->start_ms) / 1000.0;
+	sl_metrics_sum_init(&snap->sum);
+	for (int i = 0; i < s->nworkers; i++) {
+		sl_worker_t *w = &s->workers[i];
+		sl_metrics_add(&w->metrics, &snap->sum, now_ms);
+		snap->pool_idle += SL_LOAD(w->pool.nidle);
+		snap->pool_open += SL_LOAD(w->pool.open);
+		snap->pool_created += SL_LOAD(w->pool.created);
+		snap->pool_reused += SL_LOAD(w->pool.reused);
+	}
+	sl_admit_get_stats(&s->admit, &snap->admit);
+	snap->breaker_state = sl_breaker_state(&s->breaker);
+	snap->consecutive_failures = sl_breaker_failures(&s->breaker);
+	snap->breaker_opened_total = sl_breaker_opened_total(&s->breaker);
+	int conns = atomic_load_explicit(&s->connections, memory_order_relaxed);
+	snap->connections = conns > 0 ? (uint64_t)conns : 0;
+	return snap;
+}
+
+const char *sl_snapshot_status(const sl_snapshot_t *snap)
+{
+	if (snap->breaker_state == SL_BREAKER_OPEN)
+		return "unhealthy";
+	uint64_t done = snap->sum.window_ok + snap->sum.window_fail;
+	if (done > 0 && snap->sum.window_ok * 100 < done * 80)
+		return "degraded";
+	return "healthy";
+}
+
+double sl_snapshot_success_rate(const sl_snapshot_t *snap)
+{
+	uint64_t forwarded = snap->sum.total - snap->sum.rejected; /* SPEC §8 */
+	return forwarded ? (double)snap->sum.success / (double)forwarded : 1.0;
+}
+
+/* Requests completed per second over the last minute (or since start). */
+static double throughput_rps(const sl_snapshot_t *snap)
+{
+	double window = snap->uptime_s < SL_METRICS_WINDOW ? snap->uptime_s : SL_METRICS_WINDOW;
+	uint64_t n = snap->sum.window_ok + snap->sum.window_fail + snap->sum.window_rejected;
+	return window >= 1.0 ? (double)n / window : (double)n;
+}
+
+static double ms(uint64_t us)
+{
+	return (double)us / 1000.0;
+}
+
+static double round3(double v)
+{
+	return round(v * 1000.0) / 1000.0;
+}
+
+static json_t *hist_ms_json(const sl_hist_t *h)
+{
+	return json_pack("{s:f, s:f, s:f, s:f, s:f, s:I}", "avg", round3(sl_hist_mean(h) / 1000.0), "p50",
+	                 ms(sl_hist_percentile(h, 50)), "p95", ms(sl_hist_percentile(h, 95)), "p99",
+	                 ms(sl_hist_percentile(h, 99)), "max", ms(h->total ? h->max : 0), "count",
+	                 (json_int_t)h->total);
+}
+
+json_t *sl_report_health(const sl_snapshot_t *snap)
+{
+	return json_pack("{s:s, s:s, s:I, s:I}", "status", sl_snapshot_status(snap), "circuit_state",
+	                 sl_breaker_state_name(snap->breaker_state), "active", (json_int_t)snap->admit.active,
+	                 "queued", (json_int_t)snap->admit.queued);
+}
+
+static void do_timestamp(char *out, size_t len)
+{
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+/* The Python service's `metrics` object, so existing monitors keep working. */
+static json_t *legacy_json(const sl_snapshot_t *snap)
+{
+	const sl_metrics_sum_t *m = &snap->sum;
+	uint32_t limit = snap->admit.limit, active = snap->admit.active;
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:b, s:I, s:I, s:I}", "total_requests",
+	                 (json_int_t)m->total, "successful_requests", (json_int_t)m->success, "failed_requests",
+	                 (json_int_t)m->failed, "timeout_requests", (json_int_t)m->timeouts, "active_requests",
+	                 (json_int_t)active, "queue_rejected", (json_int_t)m->rejected_by[SL_REJECT_QUEUE_FULL],
+	                 "success_rate", round3(sl_snapshot_success_rate(snap) * 100.0), "avg_response_time",
+	                 sl_hist_mean(&m->latency_us) / 1e6, "p95_response_time",
+	                 (double)sl_hist_percentile(&m->latency_us, 95) / 1e6, "circuit_open",
+	                 snap->breaker_state == SL_BREAKER_OPEN, "consecutive_failures",
+	                 (json_int_t)snap->consecutive_failures, "queue_size", (json_int_t)snap->admit.queued,
+	                 "available_slots", (json_int_t)(active < limit ? limit - active : 0));
+}
+
+json_t *sl_report_json(const sl_snapshot_t *snap)
+{
+	const sl_metrics_sum_t *m = &snap->sum;
+	char ts[40], target[300];
+	do_timestamp(ts, sizeof ts);
+	json_t *rejected_by = json_object();
+	for (int i = 0; i < SL_REJECT_COUNT; i++)
+		json_object_set_new(rejected_by, sl_reject_name((sl_reject_t)i), json_integer((json_int_t)m->rejected_by[i]));
+	json_t *config = sl_config_to_json(snap->cfg);
+	snprintf(target, sizeof target, "%s:%d", snap->cfg->target_host, snap->cfg->target_port);
+	json_object_set_new(config, "target", json_string(target));
+	return json_pack(
+	    "{s:s, s:s, s:f, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}, s:f, s:f, s:o, s:o,"
+	    " s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, s:{s:s, s:I, s:I},"
+	    " s:{s:I}, s:o, s:o}",
+	    "status", sl_snapshot_status(snap), "timestamp", ts, "uptime_seconds", round3(snap->uptime_s), "requests",
+	    "total", (json_int_t)m->total, "success", (json_int_t)m->success, "failed", (json_int_t)m->failed,
+	    "rejected", (json_int_t)m->rejected, "timeouts", (json_int_t)m->timeouts, "retries",
+	    (json_int_t)m->retries, "circuit_open_rejections", (json_int_t)m->rejected_by[SL_REJECT_CIRCUIT_OPEN],
+	    "rejected_by", rejected_by, "success_rate", sl_snapshot_success_rate(snap), "throughput_rps",
+	    round3(throughput_rps(snap)), "latency_ms", hist_ms_json(&m->latency_us), "queue_wait_ms",
+	    hist_ms_json(&m->queue_wait_us), "concurrency", "active", (json_int_t)snap->admit.active, "max",
+	    (json_int_t)snap->admit.limit, "queued", (json_int_t)snap->admit.queued, "max_queue",
+	    (json_int_t)snap->admit.max_queue, "peak_active", (json_int_t)snap->admit.peak_active, "peak_queued",
+	    (json_int_t)snap->admit.peak_queued, "pool", "idle", (json_int_t)snap->pool_idle, "open",
+	    (json_int_t)snap->pool_open, "created", (json_int_t)snap->pool_created, "reused",
+	    (json_int_t)snap->pool_reused, "circuit_breaker", "state", sl_breaker_state_name(snap->breaker_state),
+	    "consecutive_failures", (json_int_t)snap->consecutive_failures, "opened_total",
+	    (json_int_t)snap->breaker_opened_total, "connections", "clients", (json_int_t)snap->connections,
+	    "config", config, "metrics", legacy_json(snap));
+}
+
+/* ---- Prometheus ------------------------------------------------------------ */
+
+static void do_family(sl_buf_t *out, const char *name, const char *type, const char *help)
+{
+	sl_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void do_sample(sl_buf_t *out, const char *name, const char *labels, double value)
+{
+	if (labels && *labels)
+		sl_buf_printf(out, "%s{%s} %.17g\n", name, labels, value);
+	else
+		sl_buf_printf(out, "%s %.17g\n", name, value);
+}
+
+static void do_metric(sl_buf_t *out, const char *name, const char *type, const char *help, double value)
+{
+	do_family(out, name, type, help);
+	do_sample(out, name, NULL, value);
+}
+
+/* Bucket bounds in seconds, from fast answers to LLM-style minutes. */
+static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                1,     2.5,    5,     10,   30,    60,   120, 300};
+
+static void do_histogram(sl_buf_t *out, const char *name, const char *help, const sl_hist_t *h)
+{
+	do_family(out, name, "histogram", help);
+	char bucket[128], label[32];
+	snprintf(bucket, sizeof bucket, "%s_bucket", name);
+	for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
+		snprintf(label, sizeof label, "le=\"%g\"", bounds[i]);
+		do_sample(out, bucket, label, (double)sl_hist_count_le(h, (uint64_t)llround(bounds[i] * 1e6)));
+	}
+	do_sample(out, bucket, "le=\"+Inf\"", (double)h->total);
+	sl_buf_printf(out, "%s_sum %.17g\n%s_count %llu\n", name, (double)h->sum / 1e6, name,
+	              (unsigned long long)h->total);
+}
+
+void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
+{
+	const sl_metrics_sum_t *m = &snap->sum;
+	do_family(out, "sluice_requests_total", "counter",
+	          "Client requests to forward, by how they ended (rejected: a 503 of admission or the breaker).");
+	do_sample(out, "sluice_requests_total", "outcome=\"success\"", (double)m->success);
+	do_sample(out, "sluice_requests_total", "outcome=\"failed\"", (double)m->failed);
+	do_sample(out, "sluice_requests_total", "outcome=\"rejected\"", (double)m->rejected);
+	do_family(out, "sluice_rejections_total", "counter", "Requests answered 503 without reaching the upstream, by reason.");
+	for (int i = 0; i < SL_REJECT_COUNT; i++) {
+		char label[48];
+		snprintf(label, sizeof label, "reason=\"%s\"", sl_reject_name((sl_reject_t)i));
+		do_sample(out, "sluice_rejections_total", label, (double)m->rejected_by[i]);
+	}
+	do_metric(out, "sluice_timeouts_total", "counter", "Requests answered 504 Gateway Timeout.", (double)m->timeouts);
+	do_metric(out, "sluice_retries_total", "counter", "Extra upstream attempts made after a failed one.",
+	          (double)m->retries);
+	do_histogram(out, "sluice_request_duration_seconds",
+	             "Time from the request head to the complete response, forwarded requests.", &m->latency_us);
+	do_histogram(out, "sluice_queue_wait_seconds", "Time requests waited in the admission queue.",
+	             &m->queue_wait_us);
+	do_metric(out, "sluice_active_requests", "gauge", "Requests holding an admission slot.",
+	          (double)snap->admit.active);
+	do_metric(out, "sluice_max_concurrent_requests", "gauge", "The admission limit.", (double)snap->admit.limit);
+	do_metric(out, "sluice_queued_requests", "gauge", "Requests waiting for a slot.", (double)snap->admit.queued);
+	do_metric(out, "sluice_max_queue_size", "gauge", "Places in the admission queue.", (double)snap->admit.max_queue);
+	do_metric(out, "sluice_peak_active_requests", "gauge", "Most slots held at once since start.",
+	          (double)snap->admit.peak_active);
+	do_metric(out, "sluice_peak_queued_requests", "gauge", "Longest queue since start.", (double)snap->admit.peak_queued);
+	do_metric(out, "sluice_pool_idle_connections", "gauge", "Idle upstream connections kept for reuse.",
+	          (double)snap->pool_idle);
+	do_metric(out, "sluice_pool_open_connections", "gauge", "Open upstream connections, idle or busy.",
+	          (double)snap->pool_open);
+	do_metric(out, "sluice_pool_connections_created_total", "counter", "Upstream connections opened.",
+	          (double)snap->pool_created);
+	do_metric(out, "sluice_pool_connections_reused_total", "counter", "Requests sent on a pooled connection.",
+	          (double)snap->pool_reused);
+	do_family(out, "sluice_circuit_breaker_state", "gauge", "1 for the breaker's current state, 0 for the others.");
+	for (int st = SL_BREAKER_CLOSED; st <= SL_BREAKER_HALF_OPEN; st++) {
+		char label[48];
+		snprintf(label, sizeof label, "state=\"%s\"", sl_breaker_state_name((sl_breaker_state_t)st));
+		do_sample(out, "sluice_circuit_breaker_state", label, snap->breaker_state == (sl_breaker_state_t)st);
+	}
+	do_metric(out, "sluice_circuit_breaker_consecutive_failures", "gauge",
+	          "Failed requests in a row, counted after their retries.", (double)snap->consecutive_failures);
+	do_metric(out, "sluice_circuit_breaker_opened_total", "counter", "Times the breaker opened.",
+	          (double)snap->breaker_opened_total);
+	do_metric(out, "sluice_client_connections", "gauge", "Client connections held.", (double)snap->connections);
+	do_metric(out, "sluice_uptime_seconds", "gauge", "Seconds since sluice started.", snap->uptime_s);
+}
