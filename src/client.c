@@ -13,6 +13,8 @@
  *            answers itself
  *   DISCARD  sluice has answered (a 503 rejection): the rest of the request
  *            is read and dropped so the connection can carry the next one
+ *   TUNNEL   the upstream accepted a CONNECT: bytes are relayed raw both ways
+ *            until both sides have closed (the slot is held meanwhile)
  *   LINGER   a final answer is written: FIN sent, input drained until the
  *            peer closes or a short timer ends, so the peer reads the answer
  *            rather than a reset
@@ -55,6 +57,7 @@ typedef enum {
 	CL_FORWARD,
 	CL_LOCAL,
 	CL_DISCARD,
+	CL_TUNNEL,
 	CL_LINGER,
 	CL_CLOSED
 } cl_state_t;
@@ -104,6 +107,10 @@ struct sl_client {
 	uint64_t queue_ns;     /* time spent in the admission queue */
 	uint64_t upstream_ns;  /* uv_hrtime when the first attempt started */
 	int attempts;
+	bool connect;       /* the request is CONNECT: a tunnel if the upstream agrees */
+	bool tunnel_up_eof; /* tunnel: the upstream has sent everything */
+	bool shut;          /* uv_shutdown issued on the client connection */
+	bool shut_done;     /* ... and completed */
 	bool write_failed; /* closing from the timer */
 	bool has_slot;     /* this request holds an admission slot */
 	bool drain_slot;   /* a finished response still flushing holds a slot */
@@ -115,6 +122,7 @@ static void do_close(sl_client_t *c);
 static void do_linger(sl_client_t *c);
 static void do_arm_timer(sl_client_t *c);
 static void on_timer(uv_timer_t *t);
+static void do_tunnel_read(sl_client_t *c, ssize_t nread);
 
 /* ---- helpers --------------------------------------------------------------- */
 
@@ -263,7 +271,8 @@ static void do_count_end(sl_client_t *c, sl_outcome_t outcome)
 	sl_metrics_end(&c->w->metrics, outcome, c->status, now_ms(c));
 	do_log_request(c, outcome_names[outcome]);
 	uint64_t us = (uv_hrtime() - c->started_ns) / 1000;
-	sl_metrics_latency(&c->w->metrics, us);
+	if (!c->connect) /* a tunnel's lifetime is not a response time */
+		sl_metrics_latency(&c->w->metrics, us);
 	sl_debug("%s %s -> %d in %llu ms", c->ip, sl_http_method_name(c->parser.msg.method), c->status,
 	         (unsigned long long)(us / 1000));
 }
@@ -421,12 +430,22 @@ static void do_send_head(sl_client_t *c)
 	c->req_framing = req->chunked ? SL_FRAME_CHUNKED : SL_FRAME_AS_IS;
 	c->out.len = 0;
 	sl_http1_build_request(req, c->ip, c->req_framing, &c->out);
-	int r = sl_upstream_send_head(c->up, c->out.base, c->out.len, req->method == HTTP_HEAD);
+	sl_up_expect_t expect = c->connect                   ? SL_UP_EXPECT_TUNNEL
+	                        : req->method == HTTP_HEAD ? SL_UP_EXPECT_NO_BODY
+	                                                   : SL_UP_EXPECT_BODY;
+	int r = sl_upstream_send_head(c->up, c->out.base, c->out.len, expect);
 	c->out.len = 0;
 	if (r < 0)
 		return; /* the failure arrives as sl_client_on_upstream_error */
 	if (r > 0)
 		c->up_backlogged = true;
+	if (c->connect) {
+		/* Bytes after a CONNECT head belong to the tunnel: they wait in
+		 * c->in until the upstream has said yes. */
+		sl_upstream_request_done(c->up);
+		do_update_reading(c);
+		return;
+	}
 	if (c->replay.len > 0 && do_send_body(c, c->replay.base, c->replay.len) > 0) /* a retry */
 		c->up_backlogged = true;
 	if (c->request_done)
@@ -491,11 +510,6 @@ static void do_request_head(sl_client_t *c)
 		c->state = CL_LOCAL;
 		return;
 	}
-	if (req->method == HTTP_CONNECT) {
-		do_respond_error(c, 501, "CONNECT is not supported yet", true);
-		do_linger(c);
-		return;
-	}
 	int64_t max_body = cfg_of(c)->max_body_size;
 	if (max_body > 0 && req->content_length > max_body) {
 		do_respond_error(c, 413, "request body larger than max_body_size", true);
@@ -504,6 +518,8 @@ static void do_request_head(sl_client_t *c)
 	}
 	c->counted = true;
 	sl_metrics_begin(&c->w->metrics);
+	c->connect = req->method == HTTP_CONNECT;
+	c->tunnel_up_eof = false;
 	c->retries = c->attempts = 0;
 	c->bytes_out = c->queue_ns = c->upstream_ns = 0;
 	c->stale_retry_used = c->breaker_told = false;
@@ -613,7 +629,7 @@ static void do_parse(sl_client_t *c)
 	for (;;) {
 		bool in_head = c->state == CL_HEAD;
 		bool in_body = (c->state == CL_FORWARD || c->state == CL_LOCAL || c->state == CL_DISCARD) &&
-		               !c->request_done;
+		               !c->request_done && !(c->connect && c->state == CL_FORWARD);
 		/* A paused parser may still owe an event with no byte left (the
 		 * end of a bodiless message right after its head). */
 		if ((!in_head && !in_body) || (c->in_off >= c->in_len && !c->parser.paused))
@@ -686,8 +702,19 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (c->state == CL_CLOSED || nread == 0)
 		return;
 	if (c->state == CL_LINGER) {
-		if (nread < 0)
+		if (nread == UV_EOF) {
+			c->eof = true; /* close once the answer is out (on_shutdown) */
+			uv_read_stop(s);
+			c->reading = false;
+			if (c->shut_done)
+				do_close(c);
+		} else if (nread < 0) {
 			do_close(c);
+		}
+		return;
+	}
+	if (c->state == CL_TUNNEL) {
+		do_tunnel_read(c, nread);
 		return;
 	}
 	if (nread < 0) {
@@ -812,6 +839,14 @@ static void on_timer(uv_timer_t *t)
 		do_update_reading(c);
 		break;
 	}
+	case CL_TUNNEL:
+		if (client_queue(c) > 0 && expired(c, c->last_write, cfg->write_timeout)) {
+			do_count_end(c, SL_OUTCOME_FAILED);
+			do_close(c);
+		} else {
+			do_arm_ms(c, sl_config_ms(cfg->write_timeout));
+		}
+		break;
 	case CL_BACKOFF:
 		do_start_upstream(c);
 		if (c->state == CL_FORWARD)
@@ -890,13 +925,27 @@ static void do_close(sl_client_t *c)
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
 	sl_client_t *c = req->data;
+	c->shut_done = true;
 	if (c->state == CL_CLOSED)
 		return;
-	if (status != 0)
+	/* Everything written is out; a lingering connection whose peer has
+	 * also finished can go now. */
+	if (status != 0 || (c->state == CL_LINGER && c->eof))
 		do_close(c);
 }
 
-/* Final answer written: send FIN after it, then drain input briefly. */
+/* FIN to the client once what is queued has been written (once only). */
+static bool do_shutdown_write(sl_client_t *c)
+{
+	if (c->shut)
+		return true;
+	c->shut = true;
+	c->shutdown_req.data = c;
+	return uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) == 0;
+}
+
+/* Final answer written: send FIN after it, then drain input briefly, so
+ * the peer reads the answer rather than a reset. */
 static void do_linger(sl_client_t *c)
 {
 	if (c->state == CL_CLOSED || c->state == CL_LINGER)
@@ -906,16 +955,76 @@ static void do_linger(sl_client_t *c)
 		c->up = NULL;
 	}
 	c->state = CL_LINGER;
-	c->shutdown_req.data = c;
-	if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+	if (!do_shutdown_write(c) || (c->shut_done && c->eof)) {
 		do_close(c);
 		return;
 	}
 	do_arm_timer(c);
-	if (!c->eof)
-		do_update_reading(c);
-	else
+	do_update_reading(c);
+}
+
+/* ---- CONNECT tunnels -------------------------------------------------------------- */
+
+/* Bytes read from the client go to the upstream as they are. */
+static void do_tunnel_forward(sl_client_t *c)
+{
+	if (c->up && c->in_len > c->in_off) {
+		uv_buf_t b = uv_buf_init(c->in + c->in_off, c->in_len - c->in_off);
+		if (sl_upstream_send(c->up, &b, 1) > 0)
+			c->up_backlogged = true;
+	}
+	c->in_off = c->in_len = 0;
+}
+
+/* Both sides have closed their direction: the tunnel is done. */
+static void do_tunnel_end(sl_client_t *c)
+{
+	do_count_end(c, SL_OUTCOME_SUCCESS);
+	do_linger(c);
+}
+
+static void do_tunnel_read(sl_client_t *c, ssize_t nread)
+{
+	if (nread < 0) {
+		c->eof = true;
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+		if (nread != UV_EOF) { /* reset: nothing more to relay either way */
+			do_count_end(c, SL_OUTCOME_SUCCESS);
+			do_close(c);
+			return;
+		}
+		if (c->up)
+			sl_upstream_shutdown(c->up); /* pass the half-close on */
+		if (c->tunnel_up_eof)
+			do_tunnel_end(c);
+		return;
+	}
+	c->last_read = now_ms(c);
+	c->in_len += (uint32_t)nread;
+	do_tunnel_forward(c);
+	do_update_reading(c);
+}
+
+void sl_client_on_tunnel_open(sl_client_t *c)
+{
+	c->state = CL_TUNNEL;
+	c->request_done = true;
+	do_arm_timer(c);
+	do_tunnel_forward(c); /* what the client sent after its CONNECT head */
+	do_update_reading(c);
+}
+
+void sl_client_on_tunnel_eof(sl_client_t *c)
+{
+	c->tunnel_up_eof = true;
+	if (!do_shutdown_write(c)) {
+		do_count_end(c, SL_OUTCOME_SUCCESS);
 		do_close(c);
+		return;
+	}
+	if (c->eof)
+		do_tunnel_end(c);
 }
 
 /* ---- upstream events ------------------------------------------------------------- */
@@ -967,6 +1076,21 @@ int sl_client_on_upstream_head(sl_client_t *c, const sl_http_msg_t *resp)
 		if (sl_retry_decide(cfg_of(c), &a, 0.5).action != SL_RETRY_ANSWER)
 			return -1;
 	}
+	/* The verdict is in before any byte of the answer reaches the client,
+	 * so a client that reacts to it already meets the breaker's new state. */
+	do_tell_breaker(c, !sl_retry_is_upstream_failure(SL_UP_ERROR_STATUS, resp->status));
+	c->status = resp->status;
+	if (c->connect && resp->status < 300) {
+		c->resp_framing = SL_FRAME_CLOSE; /* raw bytes follow */
+		c->out.len = 0;
+		sl_http1_build_response(resp, req, SL_FRAME_AS_IS, true, &c->out);
+		c->response_started = true;
+		if (do_write_out(c) && c->up)
+			sl_upstream_pause(c->up);
+		return 0;
+	}
+	if (c->connect)
+		c->keep_alive = false; /* tunnel bytes may follow the refused CONNECT */
 	bool no_body = req->method == HTTP_HEAD || resp->status == 204 || resp->status == 304;
 	if (no_body || resp->content_length >= 0)
 		c->resp_framing = SL_FRAME_AS_IS;
@@ -976,7 +1100,6 @@ int sl_client_on_upstream_head(sl_client_t *c, const sl_http_msg_t *resp)
 		c->resp_framing = SL_FRAME_CLOSE;
 	if (c->resp_framing == SL_FRAME_CLOSE || !c->request_done || c->w->draining)
 		c->keep_alive = false;
-	c->status = resp->status;
 	c->out.len = 0;
 	sl_http1_build_response(resp, req, c->resp_framing, c->keep_alive, &c->out);
 	c->response_started = true;

@@ -193,6 +193,8 @@ static int on_headers_complete(llhttp_t *l)
 		return HPE_PAUSED;
 	case SL_HTTP1_SKIP_BODY:
 		return 1;
+	case SL_HTTP1_UPGRADE:
+		return 2;
 	case SL_HTTP1_FAIL:
 		return -1;
 	default:

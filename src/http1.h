@@ -55,6 +55,7 @@ enum {
 	SL_HTTP1_CONTINUE = 0,
 	SL_HTTP1_PAUSE = 1,     /* stop after this event; execute() returns PAUSED */
 	SL_HTTP1_SKIP_BODY = 2, /* on_head of a response to HEAD: no body follows */
+	SL_HTTP1_UPGRADE = 3,   /* on_head of a 2xx to CONNECT: raw bytes follow the head */
 	SL_HTTP1_FAIL = -1      /* the callback set an error with sl_http1_fail() */
 };
 

@@ -3,7 +3,8 @@
  * States of a connection:
  *   RESOLVING  waiting for the first address of the target name
  *   CONNECTING uv_tcp_connect in flight
- *   ACTIVE     attached to a client: request going out, response coming in
+ *   ACTIVE     attached to a client: request going out, response coming in;
+ *              after a 2xx to CONNECT, a tunnel: raw bytes both ways
  *   IDLE       in the pool, reading only to notice a close
  *   CLOSING    uv_close called; freed when both handles have closed
  * Invariant: up->client != NULL while ACTIVE, and while RESOLVING/CONNECTING
@@ -45,7 +46,10 @@ struct sl_upconn {
 	bool response_started;
 	bool response_done;
 	bool paused; /* client backpressure: not reading */
-	bool no_body; /* the request is HEAD: the response has no body */
+	sl_up_expect_t expect; /* what the response looks like */
+	bool tunnel;          /* CONNECT succeeded: bytes are relayed raw */
+	bool shut;            /* tunnel: our write side is shut down */
+	uv_shutdown_t shutdown_req;
 	bool extra_bytes; /* bytes after the response: connection unusable */
 	bool tcp_open;
 	bool warming; /* opened by sl_upstream_keep_warm, for the pool */
@@ -85,7 +89,9 @@ static int on_resp_head(sl_http1_t *p)
 		up->error_status = status; /* the client will retry instead */
 		return sl_http1_fail(p, 502, "retrying after the upstream's own error status");
 	}
-	return up->no_body ? SL_HTTP1_SKIP_BODY : SL_HTTP1_CONTINUE;
+	if (up->expect == SL_UP_EXPECT_TUNNEL && status < 300)
+		return SL_HTTP1_UPGRADE;
+	return up->expect == SL_UP_EXPECT_NO_BODY ? SL_HTTP1_SKIP_BODY : SL_HTTP1_CONTINUE;
 }
 
 static int on_resp_body(sl_http1_t *p, const char *at, size_t len)
@@ -149,7 +155,11 @@ static void on_timer(uv_timer_t *t)
 			do_arm(up, sl_config_ms(cfg->pool_idle_timeout) - (now - up->last_read));
 		break;
 	case UP_ACTIVE:
-		if (uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp) > 0) {
+		if (up->tunnel) {
+			/* a tunnel may idle for read_timeout with no byte either way */
+			uint64_t last = up->last_read > up->last_write ? up->last_read : up->last_write;
+			do_check(up, up->paused ? now : last, cfg->read_timeout, SL_UP_TRUNCATED);
+		} else if (uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp) > 0) {
 			do_check(up, up->last_write, cfg->write_timeout, SL_UP_WRITE_TIMEOUT);
 		} else if (!up->request_done || up->paused) {
 			/* The client is the slow side; its own timers govern. */
@@ -281,6 +291,19 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		do_close(up);
 		return;
 	}
+	if (up->tunnel) {
+		if (nread == UV_EOF) {
+			uv_read_stop(s);
+			sl_client_on_tunnel_eof(up->client);
+		} else if (nread < 0) {
+			do_fail(up, SL_UP_TRUNCATED, (int)nread);
+		} else {
+			up->last_read = uv_now(&up->w->loop);
+			if (sl_client_on_upstream_body(up->client, buf->base, (size_t)nread))
+				sl_upstream_pause(up);
+		}
+		return;
+	}
 	if (nread < 0) {
 		if (nread == UV_EOF && up->response_started && sl_http1_needs_eof(&up->parser) &&
 		    sl_http1_finish(&up->parser) == SL_HTTP1_OK && up->response_done) {
@@ -302,6 +325,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		}
 		sl_debug("bad response from upstream: %s", up->parser.error ? up->parser.error : "?");
 		do_fail(up, SL_UP_BAD_RESPONSE, 0);
+		return;
+	}
+	if (up->response_done && up->expect == SL_UP_EXPECT_TUNNEL && up->parser.msg.status < 300) {
+		/* CONNECT succeeded: whatever follows the head is tunnel data */
+		up->tunnel = true;
+		sl_client_t *c = up->client;
+		sl_client_on_tunnel_open(c);
+		if (consumed < (size_t)nread && up->client == c && sl_client_on_upstream_body(c, buf->base + consumed, (size_t)nread - consumed))
+			sl_upstream_pause(up);
 		return;
 	}
 	if (up->response_done) {
@@ -455,14 +487,14 @@ bool sl_upstream_is_ready(const sl_upconn_t *up)
 	return up->state == UP_ACTIVE;
 }
 
-int sl_upstream_send_head(sl_upconn_t *up, const char *head, size_t len, bool no_body)
+int sl_upstream_send_head(sl_upconn_t *up, const char *head, size_t len, sl_up_expect_t expect)
 {
 	sl_worker_t *w = up->w;
 	up->request_written = up->request_done = false;
 	up->response_started = up->response_done = up->extra_bytes = false;
 	up->has_pending = false;
 	up->error_status = 0;
-	up->no_body = no_body;
+	up->expect = expect;
 	sl_http1_reset(&up->parser);
 	up->last_write = up->last_read = uv_now(&w->loop);
 	do_arm(up, sl_config_ms(w->cfg->write_timeout));
@@ -489,12 +521,29 @@ int sl_upstream_send(sl_upconn_t *up, const uv_buf_t *bufs, unsigned n)
 {
 	if (up->state != UP_ACTIVE || up->has_pending)
 		return -1;
+	if (up->tunnel)
+		up->last_read = uv_now(&up->w->loop); /* activity either way keeps a tunnel open */
 	int err = sl_io_write((uv_stream_t *)&up->tcp, bufs, n, on_written, &up->request_written);
 	if (err != 0) {
 		do_fail_later(up, SL_UP_WRITE, err);
 		return -1;
 	}
 	return uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp) > SL_HIGH_WATER;
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+	(void)req;
+	(void)status; /* a failure shows up as a read error or the close */
+}
+
+void sl_upstream_shutdown(sl_upconn_t *up)
+{
+	if (up->state != UP_ACTIVE || up->shut)
+		return;
+	up->shut = true;
+	up->shutdown_req.data = up;
+	uv_shutdown(&up->shutdown_req, (uv_stream_t *)&up->tcp, on_shutdown);
 }
 
 void sl_upstream_request_done(sl_upconn_t *up)

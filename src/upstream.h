@@ -57,10 +57,21 @@ bool sl_up_error_is_timeout(sl_up_error_t kind);
 sl_upconn_t *sl_upstream_acquire(sl_worker_t *w, sl_client_t *c);
 bool sl_upstream_is_ready(const sl_upconn_t *up);
 
-/* Starts an exchange on a ready connection: resets the response parser
- * (no_body: the request is HEAD) and writes the head. Returns 0 or < 0 when
- * the write failed (the failure is then reported asynchronously). */
-int sl_upstream_send_head(sl_upconn_t *up, const char *head, size_t len, bool no_body);
+/* What the response to a request looks like. */
+typedef enum {
+	SL_UP_EXPECT_BODY,    /* framed by its head */
+	SL_UP_EXPECT_NO_BODY, /* a response to HEAD */
+	SL_UP_EXPECT_TUNNEL   /* a response to CONNECT: a 2xx opens a tunnel */
+} sl_up_expect_t;
+
+/* Starts an exchange on a ready connection: resets the response parser and
+ * writes the head. Returns 0 or < 0 when the write failed (the failure is
+ * then reported asynchronously). */
+int sl_upstream_send_head(sl_upconn_t *up, const char *head, size_t len, sl_up_expect_t expect);
+
+/* Tunnel (after a 2xx to CONNECT): the client sent EOF; pass it on with a
+ * half-close, once the queued bytes are written. */
+void sl_upstream_shutdown(sl_upconn_t *up);
 
 /* Writes request body bytes. Returns 0, 1 when the upstream is backlogged
  * (stop reading the client until sl_client_on_upstream_drain), or < 0 when
@@ -70,7 +81,7 @@ int sl_upstream_send(sl_upconn_t *up, const uv_buf_t *bufs, unsigned n);
 /* The whole request has been written: the read timeout starts. */
 void sl_upstream_request_done(sl_upconn_t *up);
 
-/* Client backpressure: stop / resume reading the response. */
+/* Client backpressure: stop / resume reading the response (or the tunnel). */
 void sl_upstream_pause(sl_upconn_t *up);
 void sl_upstream_resume(sl_upconn_t *up);
 
