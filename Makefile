@@ -17,10 +17,12 @@ OPT     ?= -O2
 SAN     ?=
 VERSION := 0.1.0
 
+METRICS ?= on
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -DSL_VERSION='"$(VERSION)"' \
            -Wall -Wextra -Wshadow -Wno-unused-parameter -Wstrict-prototypes \
-           -pthread -Isrc -I/usr/share/include/llhttp $(SAN)
+           -pthread -Isrc -I/usr/share/include/llhttp $(SAN) \
+           $(if $(filter off,$(METRICS)),-DSL_NO_METRICS)
 LDFLAGS += -pthread $(SAN)
 LDLIBS  += -luv -ljansson -lm
 

@@ -40,8 +40,9 @@ UPSTREAM=${UPSTREAM:-sluice-upstream}
 TARGETS=${TARGETS:-"direct sluice nginx haproxy"}
 URL_PATH=${URL_PATH:-/}
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "compare.sh: $*"; exit 1; }
+SCRIPT=compare.sh
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- set-up
 
@@ -80,66 +81,7 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -ge 2048 ] || die "open-file limit $(ulimit -n) is too low for 500 connections"
 
-TMP=$(mktemp -d /tmp/sluice-bench.XXXXXX)
-PIDS=()            # everything started, for cleanup
-declare -A PID     # name -> pid of the process to measure
-declare -A PORT    # target -> port wrk hits
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do
-		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$p" 2>/dev/null || true
-		wait "$p" 2>/dev/null || true
-	done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() { # port pid name
-	local _
-	for _ in $(seq 100); do
-		kill -0 "$2" 2>/dev/null || { cat "$TMP/$3.log" >&2 2>/dev/null; die "$3 exited at start"; }
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.1
-	done
-	die "$3 not listening on $1"
-}
-
-start() { # name port cmd...  (runs in the foreground of its own process)
-	local name=$1 port=$2; shift 2
-	"$@" >"$TMP/$name.log" 2>&1 &
-	local pid=$!
-	PIDS+=("$pid")
-	wait_port "$port" "$pid" "$name"
-	PID[$name]=$pid
-}
-
-# CPU ticks (utime+stime) of a process and all its descendants' processes;
-# threads are already included in a process's own stat line.
-cpu_ticks() {
-	local total=0 p kids
-	for p in "$@"; do
-		[ -r "/proc/$p/stat" ] || continue
-		# fields after the ")" : state is $1, utime is $12, stime $13
-		local t
-		t=$(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')
-		total=$((total + t))
-		kids=$(cat /proc/"$p"/task/*/children 2>/dev/null || true)
-		if [ -n "$kids" ]; then
-			# shellcheck disable=SC2086
-			t=$(cpu_ticks $kids)
-			total=$((total + t))
-		fi
-	done
-	echo "$total"
-}
-HZ=$(getconf CLK_TCK)
+declare -A PORT # target -> port wrk hits
 
 # ---------------------------------------------------------------- upstream
 

@@ -64,8 +64,9 @@ PROBE_N=${PROBE_N:-200}
 TARGETS=${TARGETS:-"direct sluice haproxy haproxy-q200 nginx"}
 URL_PATH="/?delay_ms=$DELAY_MS&echo=1"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "queue.sh: $*"; exit 1; }
+SCRIPT=queue.sh
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- set-up
 
@@ -103,43 +104,6 @@ done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -ge $((CONNS * 3 + 100)) ] || die "open-file limit $(ulimit -n) is too low for $CONNS connections"
 
-TMP=$(mktemp -d /tmp/sluice-queue.XXXXXX)
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do
-		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$p" 2>/dev/null || true
-		wait "$p" 2>/dev/null || true
-	done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() { # port pid name
-	local i
-	for i in $(seq 100); do
-		kill -0 "$2" 2>/dev/null || { cat "$TMP/$3.log" >&2 2>/dev/null; die "$3 exited at start"; }
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-		sleep 0.1
-	done
-	die "$3 not listening on $1"
-}
-
-start() { # name port cmd...
-	local name=$1 port=$2; shift 2
-	"$@" >"$TMP/$name.log" 2>&1 &
-	local pid=$!
-	PIDS+=("$pid")
-	wait_port "$port" "$pid" "$name"
-	eval "PID_${name//-/_}=$pid"
-}
 
 # ---------------------------------------------------------------- helper scripts
 

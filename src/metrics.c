@@ -9,6 +9,14 @@
 #define STORE SL_STORE
 #define BUMP SL_BUMP
 
+/* `make METRICS=off` builds sluice with per-request counting compiled out,
+ * only to measure what counting costs (bench/metrics-cost.sh). */
+#ifdef SL_NO_METRICS
+#define SL_METRICS_OFF 1
+#else
+#define SL_METRICS_OFF 0
+#endif
+
 const char *sl_reject_name(sl_reject_t why)
 {
 	static const char *const names[] = {"queue_full", "queue_timeout", "circuit_open"};
@@ -24,33 +32,57 @@ void sl_metrics_init(sl_metrics_t *m)
 
 void sl_metrics_rejected(sl_metrics_t *m, sl_reject_t why, uint64_t now_ms)
 {
+	if (SL_METRICS_OFF) {
+		(void)m;
+		return;
+	}
 	BUMP(m->rejected_by[why], 1);
 	sl_metrics_end(m, SL_OUTCOME_REJECTED, 503, now_ms);
 }
 
 void sl_metrics_retry(sl_metrics_t *m)
 {
+	if (SL_METRICS_OFF) {
+		(void)m;
+		return;
+	}
 	BUMP(m->retries, 1);
 }
 
 void sl_metrics_latency(sl_metrics_t *m, uint64_t us)
 {
+	if (SL_METRICS_OFF) {
+		(void)m;
+		return;
+	}
 	sl_hist_record(&m->latency_us, us);
 }
 
 void sl_metrics_queue_wait(sl_metrics_t *m, uint64_t us)
 {
+	if (SL_METRICS_OFF) {
+		(void)m;
+		return;
+	}
 	sl_hist_record(&m->queue_wait_us, us);
 }
 
 void sl_metrics_begin(sl_metrics_t *m)
 {
+	if (SL_METRICS_OFF) {
+		(void)m;
+		return;
+	}
 	BUMP(m->active, 1);
 	BUMP(m->total, 1);
 }
 
 void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t now_ms)
 {
+	if (SL_METRICS_OFF) {
+		(void)m;
+		return;
+	}
 	BUMP(m->active, (uint64_t)-1);
 	uint64_t sec = now_ms / 1000;
 	unsigned slot = (unsigned)(sec % SL_METRICS_WINDOW);

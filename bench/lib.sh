@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# bench/lib.sh — what every benchmark script shares: a temp dir, starting
+# processes on loopback ports and stopping every one of them on exit (by PID),
+# and CPU accounting from /proc. Source it after setting SCRIPT (the name used
+# in messages):  SCRIPT=compare.sh; . "$(dirname "$0")/lib.sh"
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "$SCRIPT: $*"; exit 1; }
+
+TMP=$(mktemp -d "/tmp/sluice-${SCRIPT%.sh}.XXXXXX")
+PIDS=()        # everything started, for cleanup
+declare -A PID # name -> pid of a started process
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do
+		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port pid name
+	local _
+	for _ in $(seq 100); do
+		kill -0 "$2" 2>/dev/null || { cat "$TMP/$3.log" >&2 2>/dev/null; die "$3 exited at start"; }
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+		sleep 0.1
+	done
+	die "$3 not listening on $1"
+}
+
+start() { # name port cmd...  (output to $TMP/name.log; PID[name] set)
+	local name=$1 port=$2
+	shift 2
+	"$@" >"$TMP/$name.log" 2>&1 &
+	local pid=$!
+	PIDS+=("$pid")
+	wait_port "$port" "$pid" "$name"
+	# shellcheck disable=SC2034 # read by the scripts that source this
+	PID[$name]=$pid
+}
+
+# CPU ticks (utime+stime) of processes and all their descendants; threads
+# are already included in a process's own stat line.
+cpu_ticks() {
+	local total=0 p kids t
+	for p in "$@"; do
+		[ -r "/proc/$p/stat" ] || continue
+		# fields after the ")": state is $1, utime $12, stime $13
+		t=$(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')
+		total=$((total + t))
+		kids=$(cat /proc/"$p"/task/*/children 2>/dev/null || true)
+		if [ -n "$kids" ]; then
+			# shellcheck disable=SC2086
+			t=$(cpu_ticks $kids)
+			total=$((total + t))
+		fi
+	done
+	echo "$total"
+}
+# shellcheck disable=SC2034 # read by the scripts that source this
+HZ=$(getconf CLK_TCK)
