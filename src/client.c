@@ -264,7 +264,7 @@ static void do_count_end(sl_client_t *c, sl_outcome_t outcome)
 		c->breaker_told = true;
 		sl_breaker_abandon_probe(&c->w->server->breaker);
 	}
-	do_release_slot(c, outcome == SL_OUTCOME_SUCCESS && c->state != CL_CLOSED);
+	do_release_slot(c, c->state != CL_CLOSED);
 	if (!c->counted)
 		return;
 	c->counted = false;
@@ -309,6 +309,7 @@ static void do_respond_error(sl_client_t *c, int status, const char *detail, boo
 	if (close)
 		c->keep_alive = false;
 	c->out.len = 0;
+	c->bytes_out = (uint64_t)n;
 	sl_http1_build_local(status, "application/json", body, (size_t)n, c->keep_alive,
 	                     (c->keep_alive && c->parser.msg.minor == 0) ? "Connection: keep-alive\r\n" : NULL,
 	                     &c->out);
@@ -337,6 +338,7 @@ static void do_reject(sl_client_t *c, sl_reject_t why)
 	if (!small)
 		c->keep_alive = false;
 	c->status = 503;
+	c->bytes_out = (uint64_t)n;
 	c->out.len = 0;
 	sl_http1_build_local(503, "application/json", body, (size_t)n, c->keep_alive, headers, &c->out);
 	do_write_out(c);
@@ -378,10 +380,11 @@ static void do_request_finished(sl_client_t *c)
 		return;
 	}
 	if (c->state == CL_HEAD && c->in_len == c->in_off && c->in) {
-		/* Idle: give the buffer back; an idle connection costs no buffer. */
+		/* Idle: give the buffers back; an idle connection costs none. */
 		free(c->in);
 		c->in = NULL;
 		c->in_off = c->in_len = 0;
+		sl_buf_dispose(&c->replay);
 	}
 	do_update_reading(c);
 }
@@ -1146,6 +1149,7 @@ void sl_client_on_upstream_error(sl_client_t *c, const sl_up_failure_t *f)
 	switch (v.action) {
 	case SL_RETRY_NOW:
 		c->stale_retry_used = true;
+		sl_metrics_retry(&c->w->metrics); /* an extra attempt, if a free one */
 		do_start_upstream(c);
 		return;
 	case SL_RETRY_BACKOFF:
@@ -1158,6 +1162,13 @@ void sl_client_on_upstream_error(sl_client_t *c, const sl_up_failure_t *f)
 		break;
 	}
 	do_tell_breaker(c, !sl_retry_is_upstream_failure(f->kind, f->status));
+	if (c->state == CL_TUNNEL) {
+		/* An open tunnel that idled out or was reset upstream has done its
+		 * job: like a client's reset, that ends it, not fails it. */
+		do_count_end(c, SL_OUTCOME_SUCCESS);
+		do_close(c);
+		return;
+	}
 	if (c->response_started) {
 		/* Part of the response is out: the only honest signal left is to
 		 * cut the connection, so the client sees a truncated message. */

@@ -97,7 +97,7 @@ static void do_reload(sl_main_t *m)
 		return;
 	}
 	do_keep_restart_only(next, cur);
-	sl_log_level = next->log_level;
+	__atomic_store_n(&sl_log_level, next->log_level, __ATOMIC_RELAXED);
 	sl_breaker_configure(&s->breaker, (uint32_t)next->circuit_breaker_threshold, next->circuit_breaker_timeout);
 	__atomic_store_n(&s->cfg, next, __ATOMIC_RELEASE);
 	/* a raised limit admits queued requests at once */
@@ -183,6 +183,15 @@ int main(int argc, char **argv)
 		uv_signal_init(m.loop, sigs[i]);
 		sigs[i]->data = &m;
 		uv_signal_start(sigs[i], on_signal, signums[i]);
+	}
+	/* Every worker is ready before any runs: a running worker reads the
+	 * others' counters for the admin endpoints. */
+	for (int i = 0; i < cfg.workers; i++) {
+		int e = sl_worker_prepare(&m.server.workers[i]);
+		if (e != 0) {
+			fprintf(stderr, "sluice: cannot start worker %d: %s\n", i, uv_strerror(e));
+			return 1;
+		}
 	}
 	for (int i = 0; i < cfg.workers; i++) {
 		int e = sl_worker_start(&m.server.workers[i]);

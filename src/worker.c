@@ -146,7 +146,7 @@ static void worker_main(void *arg)
 	uv_async_send(w->server->worker_exited);
 }
 
-int sl_worker_start(sl_worker_t *w)
+int sl_worker_prepare(sl_worker_t *w)
 {
 	const sl_config_t *cfg = w->cfg;
 	int err = uv_loop_init(&w->loop);
@@ -179,6 +179,11 @@ int sl_worker_start(sl_worker_t *w)
 			return err;
 		w->has_admin = true;
 	}
+	return 0;
+}
+
+int sl_worker_start(sl_worker_t *w)
+{
 	return uv_thread_create(&w->thread, worker_main, w);
 }
 

@@ -84,7 +84,9 @@ static inline const sl_config_t *sl_server_config(sl_server_t *s)
  * in use is reported before any thread starts. Returns 0 or -errno. */
 int sl_worker_bind(sl_worker_t *w, sl_server_t *s, int id, char *err, size_t errlen);
 
-/* Starts the worker's thread. */
+/* Sets up the worker's loop, handles and counters (main thread, before any
+ * worker runs). Then sl_worker_start() starts its thread. */
+int sl_worker_prepare(sl_worker_t *w);
 int sl_worker_start(sl_worker_t *w);
 
 /* From the main thread: enter shutdown phase (1 drain, 2 stop now). */
