@@ -46,29 +46,7 @@ SCRIPT=compare.sh
 
 # ---------------------------------------------------------------- set-up
 
-need_pkgs=""
-command -v wrk >/dev/null 2>&1 || need_pkgs="$need_pkgs wrk"
-command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_pkgs="$need_pkgs haproxy"
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_pkgs="$need_pkgs nginx"
-if [ -n "$need_pkgs" ]; then
-	log "installing:$need_pkgs"
-	SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-	export DEBIAN_FRONTEND=noninteractive
-	$SUDO apt-get update -qq
-	for p in $need_pkgs; do
-		if [ "$p" = nginx ]; then
-			# nginx-light where it exists (bookworm), nginx otherwise
-			$SUDO apt-get install -y -qq --no-install-recommends nginx-light >/dev/null 2>&1 ||
-				$SUDO apt-get install -y -qq --no-install-recommends nginx >/dev/null
-		else
-			$SUDO apt-get install -y -qq --no-install-recommends "$p" >/dev/null
-		fi
-	done
-fi
-export PATH="$PATH:/usr/sbin:/sbin"
-NGINX=$(command -v nginx)
-HAPROXY=$(command -v haproxy)
-WRK=$(command -v wrk)
+need_tools
 
 case " $TARGETS " in *" sluice "*) want_sluice=1 ;; *) want_sluice=0 ;; esac
 if [ "$want_sluice" = 1 ] && [ ! -x "$BUILD/sluice" ]; then

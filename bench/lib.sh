@@ -68,3 +68,31 @@ cpu_ticks() {
 }
 # shellcheck disable=SC2034 # read by the scripts that source this
 HZ=$(getconf CLK_TCK)
+
+# Installs wrk, HAProxy and nginx from Debian if missing, and sets WRK,
+# HAPROXY and NGINX to their paths.
+need_tools() {
+	local need_pkgs="" p SUDO=
+	command -v wrk >/dev/null 2>&1 || need_pkgs="$need_pkgs wrk"
+	command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_pkgs="$need_pkgs haproxy"
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_pkgs="$need_pkgs nginx"
+	command -v python3 >/dev/null 2>&1 || need_pkgs="$need_pkgs python3"
+	if [ -n "$need_pkgs" ]; then
+		log "installing:$need_pkgs"
+		[ "$(id -u)" -ne 0 ] && SUDO=sudo
+		export DEBIAN_FRONTEND=noninteractive
+		$SUDO apt-get update -qq
+		for p in $need_pkgs; do
+			if [ "$p" = nginx ]; then
+				# nginx-light where it exists (bookworm), nginx otherwise
+				$SUDO apt-get install -y -qq --no-install-recommends nginx-light >/dev/null 2>&1 ||
+					$SUDO apt-get install -y -qq --no-install-recommends nginx >/dev/null
+			else
+				$SUDO apt-get install -y -qq --no-install-recommends "$p" >/dev/null
+			fi
+		done
+	fi
+	export PATH="$PATH:/usr/sbin:/sbin"
+	# shellcheck disable=SC2034 # read by the scripts that source this
+	NGINX=$(command -v nginx) HAPROXY=$(command -v haproxy) WRK=$(command -v wrk)
+}
