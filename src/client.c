@@ -42,6 +42,7 @@
 #include "breaker.h"
 #include "retry.h"
 #include "buf.h"
+#include "deadline.h"
 #include "io.h"
 #include "log.h"
 #include "worker.h"
@@ -65,7 +66,7 @@ typedef enum { EV_NONE, EV_HEAD, EV_COMPLETE } cl_event_t;
 
 struct sl_client {
 	uv_tcp_t tcp;
-	uv_timer_t timer;
+	sl_deadline_t timer;
 	uv_shutdown_t shutdown_req;
 	sl_worker_t *w;
 	sl_list_t link;
@@ -109,6 +110,7 @@ struct sl_client {
 	int attempts;
 	bool connect;       /* the request is CONNECT: a tunnel if the upstream agrees */
 	bool tunnel_up_eof; /* tunnel: the upstream has sent everything */
+	bool head_pending;  /* the response head waits in `out` for the first body bytes */
 	bool shut;          /* uv_shutdown issued on the client connection */
 	bool shut_done;     /* ... and completed */
 	bool write_failed; /* closing from the timer */
@@ -182,10 +184,26 @@ static bool do_write(sl_client_t *c, const uv_buf_t *bufs, unsigned n)
 		sl_debug("write to client %s failed: %s", c->ip, uv_strerror(err));
 		c->write_failed = true;
 		c->keep_alive = false;
-		uv_timer_start(&c->timer, on_timer, 0, 0);
+		sl_deadline_set(&c->timer, 0, on_timer);
 		return true;
 	}
 	return client_queue(c) > SL_HIGH_WATER;
+}
+
+/* Writes the pending response head (if any) and bufs in one system call:
+ * a small response leaves in a single write rather than head, then body. */
+static bool do_write_with_head(sl_client_t *c, const uv_buf_t *bufs, unsigned n)
+{
+	if (!c->head_pending)
+		return do_write(c, bufs, n);
+	uv_buf_t all[4];
+	all[0] = uv_buf_init(c->out.base, (unsigned)c->out.len);
+	for (unsigned i = 0; i < n && i < 3; i++)
+		all[i + 1] = bufs[i];
+	c->head_pending = false;
+	bool backlogged = do_write(c, all, n + 1);
+	c->out.len = 0;
+	return backlogged;
 }
 
 static bool do_write_out(sl_client_t *c)
@@ -763,7 +781,7 @@ static void do_arm_ms(sl_client_t *c, uint64_t ms)
 {
 	if (c->write_failed)
 		return; /* the close is already due */
-	uv_timer_start(&c->timer, on_timer, ms, 0);
+	sl_deadline_set(&c->timer, ms, on_timer);
 }
 
 /* What the connection is waiting for decides which timeout applies. */
@@ -921,7 +939,7 @@ static void do_close(sl_client_t *c)
 	}
 	c->state = CL_CLOSED;
 	sl_list_remove(&c->link);
-	uv_close((uv_handle_t *)&c->timer, on_closed);
+	uv_close((uv_handle_t *)&c->timer.timer, on_closed);
 	uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
@@ -1106,9 +1124,14 @@ int sl_client_on_upstream_head(sl_client_t *c, const sl_http_msg_t *resp)
 	c->out.len = 0;
 	sl_http1_build_response(resp, req, c->resp_framing, c->keep_alive, &c->out);
 	c->response_started = true;
-	if (do_write_out(c) && c->up)
-		sl_upstream_pause(c->up);
+	c->head_pending = true; /* written with the first body bytes, or at the end of this read */
 	return 0;
+}
+
+void sl_client_flush(sl_client_t *c)
+{
+	if (c->head_pending && do_write_with_head(c, NULL, 0) && c->up)
+		sl_upstream_pause(c->up);
 }
 
 bool sl_client_on_upstream_body(sl_client_t *c, const char *at, size_t len)
@@ -1119,10 +1142,10 @@ bool sl_client_on_upstream_body(sl_client_t *c, const char *at, size_t len)
 		int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
 		uv_buf_t bufs[3] = {uv_buf_init(size_line, (unsigned)n), uv_buf_init((char *)at, (unsigned)len),
 		                    uv_buf_init((char *)"\r\n", 2)};
-		return do_write(c, bufs, 3);
+		return do_write_with_head(c, bufs, 3);
 	}
 	uv_buf_t b = uv_buf_init((char *)at, (unsigned)len);
-	return do_write(c, &b, 1);
+	return do_write_with_head(c, &b, 1);
 }
 
 void sl_client_on_upstream_done(sl_client_t *c)
@@ -1131,7 +1154,9 @@ void sl_client_on_upstream_done(sl_client_t *c)
 	c->up = NULL;
 	if (c->resp_framing == SL_FRAME_CHUNKED) {
 		uv_buf_t b = uv_buf_init((char *)last_chunk, sizeof last_chunk - 1);
-		do_write(c, &b, 1);
+		do_write_with_head(c, &b, 1);
+	} else {
+		do_write_with_head(c, NULL, 0);
 	}
 	do_tell_breaker(c, !sl_retry_is_upstream_failure(SL_UP_ERROR_STATUS, c->status));
 	do_count_end(c, c->status < 500 ? SL_OUTCOME_SUCCESS : SL_OUTCOME_FAILED);
@@ -1201,8 +1226,8 @@ void sl_client_accept(sl_worker_t *w, uv_stream_t *listener, bool admin)
 	sl_client_t *c = sl_calloc(1, sizeof *c);
 	c->w = w;
 	uv_tcp_init(&w->loop, &c->tcp);
-	uv_timer_init(&w->loop, &c->timer);
-	c->tcp.data = c->timer.data = c;
+	sl_deadline_init(&c->timer, &w->loop, c);
+	c->tcp.data = c;
 	c->handles = 2;
 	c->admin_listener = admin;
 	sl_list_insert_tail(&w->clients, &c->link);

@@ -33,6 +33,7 @@ bool sl_client_on_upstream_body(sl_client_t *c, const char *at, size_t len);    
 void sl_client_on_upstream_done(sl_client_t *c);
 void sl_client_on_upstream_error(sl_client_t *c, const sl_up_failure_t *f);
 void sl_client_on_upstream_drain(sl_client_t *c);
+void sl_client_flush(sl_client_t *c); /* end of an upstream read: write what waits */
 void sl_client_on_tunnel_open(sl_client_t *c);  /* a 2xx to CONNECT: raw bytes both ways from now */
 void sl_client_on_tunnel_eof(sl_client_t *c);   /* the upstream half-closed the tunnel */
 

@@ -839,14 +839,3 @@ void sl_config_dispose(sl_config_t *cfg)
 	}
 }
 
-uint64_t sl_config_ms(double seconds)
-{
-	if (!(seconds > 0)) /* also NaN */
-		return 0;
-	if (seconds >= 1e12)
-		return (uint64_t)1e15;
-	/* The nanosecond of slack absorbs binary rounding: 1.1 * 1000 is
-	 * 1100.0000000000002, which must stay 1100, not become 1101. */
-	double ms = ceil(seconds * 1000.0 - 1e-6);
-	return ms < 1 ? 1 : (uint64_t)ms;
-}

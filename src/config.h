@@ -83,7 +83,17 @@ json_t *sl_config_to_json(const sl_config_t *cfg);
 void sl_config_dispose(sl_config_t *cfg);
 
 /* Seconds (double) to whole milliseconds for libuv timers, rounding up so a
- * positive duration never becomes 0. */
-uint64_t sl_config_ms(double seconds);
+ * positive duration never becomes 0. Called on every timer re-arm, hence
+ * inline and libm-free: the 0.999999 (rather than 1) absorbs binary rounding,
+ * so 1.1 s (1100.0000000000002 ms) stays 1100. */
+static inline uint64_t sl_config_ms(double seconds)
+{
+	if (!(seconds > 0)) /* also NaN */
+		return 0;
+	if (seconds >= 1e12)
+		return (uint64_t)1e15;
+	uint64_t ms = (uint64_t)(seconds * 1000.0 + 0.999999);
+	return ms ? ms : 1;
+}
 
 #endif

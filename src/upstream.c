@@ -17,6 +17,7 @@
 
 #include "buf.h"
 #include "client.h"
+#include "deadline.h"
 #include "io.h"
 #include "log.h"
 #include "stat.h"
@@ -26,7 +27,7 @@ typedef enum { UP_RESOLVING, UP_CONNECTING, UP_ACTIVE, UP_IDLE, UP_CLOSING } up_
 
 struct sl_upconn {
 	uv_tcp_t tcp;
-	uv_timer_t timer;
+	sl_deadline_t timer;
 	uv_connect_t connect_req;
 	sl_resolve_waiter_t rwait;
 	sl_worker_t *w;
@@ -119,7 +120,7 @@ static void on_timer(uv_timer_t *t);
 
 static void do_arm(sl_upconn_t *up, uint64_t ms)
 {
-	uv_timer_start(&up->timer, on_timer, ms, 0);
+	sl_deadline_set(&up->timer, ms, on_timer);
 }
 
 /* Lazy timeout: the deadline moves with activity without touching the timer
@@ -204,7 +205,7 @@ static void do_close(sl_upconn_t *up)
 	up->client = NULL;
 	sl_list_remove(&up->all_link);
 	SL_BUMP(up->w->pool.open, -1);
-	uv_close((uv_handle_t *)&up->timer, on_handle_closed);
+	uv_close((uv_handle_t *)&up->timer.timer, on_handle_closed);
 	if (up->tcp_open)
 		uv_close((uv_handle_t *)&up->tcp, on_handle_closed);
 	else if (!up->replacing) /* else on_socket_replaced accounts for it */
@@ -340,6 +341,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		if (consumed < (size_t)nread)
 			up->extra_bytes = true;
 		do_finish(up);
+	} else if (up->client) {
+		sl_client_flush(up->client); /* a head whose body has not come yet */
 	}
 }
 
@@ -391,7 +394,7 @@ static void on_connect(uv_connect_t *req, int status)
 		do_fail(up, SL_UP_CONNECT, status);
 		return;
 	}
-	uv_timer_stop(&up->timer);
+	sl_deadline_stop(&up->timer);
 	do_start(up);
 }
 
@@ -450,12 +453,12 @@ static sl_upconn_t *do_open(sl_worker_t *w, sl_client_t *c)
 	uv_tcp_init(&w->loop, &up->tcp);
 	uv_tcp_nodelay(&up->tcp, 1);
 	up->tcp_open = true;
-	uv_timer_init(&w->loop, &up->timer);
-	up->tcp.data = up->timer.data = up->connect_req.data = up;
+	sl_deadline_init(&up->timer, &w->loop, up);
+	up->tcp.data = up->connect_req.data = up;
 	sl_http1_init(&up->parser, false, &response_callbacks, up, (size_t)w->cfg->max_header_size * 2);
 	SL_BUMP(w->pool.created, 1);
 	SL_BUMP(w->pool.open, 1);
-	uv_timer_start(&up->timer, on_deferred_connect, 0, 0);
+	sl_deadline_set(&up->timer, 0, on_deferred_connect);
 	return up;
 }
 

@@ -209,7 +209,7 @@ def test_delay_ms(upstream):
     t0 = time.monotonic()
     r = one(upstream.port, "/?delay_ms=300")
     elapsed = time.monotonic() - t0
-    assert r.status == 200 and 0.3 <= elapsed < 2.0
+    assert r.status == 200 and 0.29 <= elapsed < 2.0  # libuv timers run off the cached loop time: up to ~1 ms early
 
 
 def test_extra_headers(upstream):
