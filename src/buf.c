@@ -36,7 +36,7 @@ void *sl_realloc(void *p, size_t n)
 	return p;
 }
 
-void sl_buf_reserve(sl_buf_t *b, size_t extra)
+void sl_buf_grow(sl_buf_t *b, size_t extra)
 {
 	if (b->len + extra <= b->cap)
 		return;
@@ -45,13 +45,6 @@ void sl_buf_reserve(sl_buf_t *b, size_t extra)
 		cap *= 2;
 	b->base = sl_realloc(b->base, cap);
 	b->cap = cap;
-}
-
-void sl_buf_append(sl_buf_t *b, const void *data, size_t len)
-{
-	sl_buf_reserve(b, len);
-	memcpy(b->base + b->len, data, len);
-	b->len += len;
 }
 
 void sl_buf_appends(sl_buf_t *b, const char *s)

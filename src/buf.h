@@ -6,6 +6,7 @@
 #define SL_BUF_H
 
 #include <stddef.h>
+#include <string.h>
 
 typedef struct sl_buf {
 	char *base;
@@ -13,8 +14,23 @@ typedef struct sl_buf {
 	size_t cap;
 } sl_buf_t;
 
-void sl_buf_reserve(sl_buf_t *b, size_t extra);
-void sl_buf_append(sl_buf_t *b, const void *data, size_t len);
+/* Makes room for `extra` more bytes (the slow path of the two below). */
+void sl_buf_grow(sl_buf_t *b, size_t extra);
+
+static inline void sl_buf_reserve(sl_buf_t *b, size_t extra)
+{
+	if (b->len + extra > b->cap)
+		sl_buf_grow(b, extra);
+}
+
+/* Heads are built from many short pieces: appending is inline. */
+static inline void sl_buf_append(sl_buf_t *b, const void *data, size_t len)
+{
+	sl_buf_reserve(b, len);
+	memcpy(b->base + b->len, data, len);
+	b->len += len;
+}
+
 void sl_buf_appends(sl_buf_t *b, const char *s); /* NUL-terminated */
 void sl_buf_printf(sl_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sl_buf_dispose(sl_buf_t *b);

@@ -47,7 +47,6 @@
 #include "log.h"
 #include "worker.h"
 
-#define SL_CLIENT_BUF (16 * 1024)
 #define SL_LINGER_MS 2000
 
 typedef enum {
@@ -229,11 +228,6 @@ static void do_release_slot(sl_client_t *c, bool wait_for_flush)
 	sl_admit_release(admit_of(c));
 }
 
-static uint64_t mono_ms(void)
-{
-	return uv_hrtime() / 1000000;
-}
-
 /* Tells the breaker how the upstream did for this request, once. A request
  * that ended for the client's reasons gives no verdict. */
 static void do_tell_breaker(sl_client_t *c, bool upstream_ok)
@@ -242,7 +236,7 @@ static void do_tell_breaker(sl_client_t *c, bool upstream_ok)
 		return;
 	c->breaker_told = true;
 	sl_server_t *s = c->w->server;
-	if (sl_breaker_record(&s->breaker, upstream_ok, c->probe, mono_ms())) {
+	if (sl_breaker_record(&s->breaker, upstream_ok, c->probe, now_ms(c))) {
 		uint32_t n = sl_admit_reject_all(&s->admit);
 		if (n)
 			sl_info("released %u queued requests with 503 circuit_open", n);
@@ -350,7 +344,7 @@ static void do_reject(sl_client_t *c, sl_reject_t why)
 	char body[256], headers[64];
 	int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":503,\"message\":\"%s\"}\n",
 	                 sl_reject_name(why), messages[why]);
-	uint32_t retry_after = why == SL_REJECT_CIRCUIT_OPEN ? sl_breaker_retry_after(&c->w->server->breaker, mono_ms()) : 1;
+	uint32_t retry_after = why == SL_REJECT_CIRCUIT_OPEN ? sl_breaker_retry_after(&c->w->server->breaker, now_ms(c)) : 1;
 	snprintf(headers, sizeof headers, "Retry-After: %u\r\n%s", retry_after,
 	         (small && c->keep_alive && req->minor == 0) ? "Connection: keep-alive\r\n" : "");
 	if (!small)
@@ -399,7 +393,7 @@ static void do_request_finished(sl_client_t *c)
 	}
 	if (c->state == CL_HEAD && c->in_len == c->in_off && c->in) {
 		/* Idle: give the buffers back; an idle connection costs none. */
-		free(c->in);
+		sl_worker_put_buffer(c->w, c->in);
 		c->in = NULL;
 		c->in_off = c->in_len = 0;
 		sl_buf_dispose(&c->replay);
@@ -546,7 +540,7 @@ static void do_request_head(sl_client_t *c)
 	c->stale_retry_used = c->breaker_told = false;
 	c->replay_ok = true;
 	c->replay.len = 0;
-	sl_breaker_verdict_t verdict = sl_breaker_allow(&c->w->server->breaker, mono_ms());
+	sl_breaker_verdict_t verdict = sl_breaker_allow(&c->w->server->breaker, now_ms(c));
 	c->probe = verdict == SL_BREAKER_PROBE;
 	if (verdict == SL_BREAKER_REJECT) {
 		do_reject(c, SL_REJECT_CIRCUIT_OPEN);
@@ -697,7 +691,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 		return;
 	}
 	if (c->in == NULL)
-		c->in = sl_malloc(SL_CLIENT_BUF);
+		c->in = sl_worker_get_buffer(c->w);
 	if (c->in_off > 0 && c->in_len == SL_CLIENT_BUF) {
 		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
 		c->in_len -= c->in_off;
@@ -915,7 +909,8 @@ static void on_closed(uv_handle_t *h)
 	sl_http1_dispose(&c->parser);
 	sl_buf_dispose(&c->out);
 	sl_buf_dispose(&c->replay);
-	free(c->in);
+	if (c->in)
+		sl_worker_put_buffer(w, c->in);
 	free(c);
 	w->nclients--;
 	atomic_fetch_sub_explicit(&w->server->connections, 1, memory_order_relaxed);

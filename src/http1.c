@@ -96,9 +96,8 @@ static int on_header_field_complete(llhttp_t *l)
 	p->field_open = false;
 	sl_http_header_t *h = &p->msg.headers[p->msg.nheaders - 1];
 	const char *name = p->msg.store.base + h->name;
-	for (uint32_t i = 0; i < h->name_len; i++)
-		if (name[i] == ' ' || name[i] == '\t')
-			return sl_http1_fail(p, head_error_status(p, 400), "whitespace in header name");
+	if (memchr(name, ' ', h->name_len) || memchr(name, '\t', h->name_len))
+		return sl_http1_fail(p, head_error_status(p, 400), "whitespace in header name");
 	h->value = (uint32_t)p->msg.store.len;
 	p->value_seen = false;
 	return 0;
@@ -510,7 +509,11 @@ void sl_http1_build_response(const sl_http_msg_t *resp, const sl_http_msg_t *req
 		reason = sl_http_reason(resp->status);
 		reason_len = strlen(reason);
 	}
-	sl_buf_printf(out, "HTTP/1.1 %d ", resp->status);
+	char status[] = "HTTP/1.1 000 "; /* llhttp accepts three-digit codes only */
+	status[9] = (char)('0' + resp->status / 100 % 10);
+	status[10] = (char)('0' + resp->status / 10 % 10);
+	status[11] = (char)('0' + resp->status % 10);
+	sl_buf_append(out, status, sizeof status - 1);
 	sl_buf_append(out, reason, reason_len);
 	sl_buf_append(out, "\r\n", 2);
 	sl_buf_t via = {0};

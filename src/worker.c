@@ -187,6 +187,19 @@ int sl_worker_start(sl_worker_t *w)
 	return uv_thread_create(&w->thread, worker_main, w);
 }
 
+char *sl_worker_get_buffer(sl_worker_t *w)
+{
+	return w->nfree_bufs > 0 ? w->free_bufs[--w->nfree_bufs] : sl_malloc(SL_CLIENT_BUF);
+}
+
+void sl_worker_put_buffer(sl_worker_t *w, char *buf)
+{
+	if (w->nfree_bufs < SL_FREE_BUFS)
+		w->free_bufs[w->nfree_bufs++] = buf;
+	else
+		free(buf);
+}
+
 double sl_worker_random(sl_worker_t *w)
 {
 	/* xorshift64*: plenty for jitter, and no lock or syscall */
@@ -209,4 +222,6 @@ void sl_worker_join(sl_worker_t *w)
 	uv_loop_close(&w->loop);
 	free(w->read_buf);
 	w->read_buf = NULL;
+	while (w->nfree_bufs > 0)
+		free(w->free_bufs[--w->nfree_bufs]);
 }

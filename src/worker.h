@@ -26,6 +26,8 @@
 #include "resolve.h"
 
 #define SL_READ_BUF_SIZE (64 * 1024)
+#define SL_CLIENT_BUF (16 * 1024) /* a client connection's input buffer */
+#define SL_FREE_BUFS 64           /* idle client buffers kept for reuse */
 /* Above this many bytes queued towards one side, stop reading the other. */
 #define SL_HIGH_WATER (256 * 1024)
 #define SL_LOW_WATER (64 * 1024)
@@ -58,6 +60,8 @@ typedef struct sl_worker {
 	sl_metrics_t metrics;
 	sl_access_log_t access_log;
 	uint64_t rng; /* xorshift state for retry jitter */
+	char *free_bufs[SL_FREE_BUFS]; /* client input buffers, for reuse */
+	int nfree_bufs;
 } sl_worker_t;
 
 struct sl_server {
@@ -94,6 +98,11 @@ void sl_worker_signal(sl_worker_t *w);
 
 /* Joins the thread and frees the loop. */
 void sl_worker_join(sl_worker_t *w);
+
+/* A client input buffer (SL_CLIENT_BUF bytes) from the worker's free list
+ * or the heap; put back when the connection goes idle. */
+char *sl_worker_get_buffer(sl_worker_t *w);
+void sl_worker_put_buffer(sl_worker_t *w, char *buf);
 
 /* A uniform random number in [0, 1), from the worker's own generator. */
 double sl_worker_random(sl_worker_t *w);
