@@ -7,6 +7,8 @@
  * Every path ends in sl_up_conn_response_done() or sl_up_conn_abort(). */
 #include "respond.h"
 
+#include "reason.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,59 +32,6 @@ void sl_up_respond_init(void)
 {
 	for (size_t i = 0; i < sizeof pattern; i++)
 		pattern[i] = (char)('a' + i % 26);
-}
-
-static const char *do_reason(int status)
-{
-	switch (status) {
-	case 200: return "OK";
-	case 201: return "Created";
-	case 202: return "Accepted";
-	case 203: return "Non-Authoritative Information";
-	case 204: return "No Content";
-	case 205: return "Reset Content";
-	case 206: return "Partial Content";
-	case 300: return "Multiple Choices";
-	case 301: return "Moved Permanently";
-	case 302: return "Found";
-	case 303: return "See Other";
-	case 304: return "Not Modified";
-	case 307: return "Temporary Redirect";
-	case 308: return "Permanent Redirect";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 406: return "Not Acceptable";
-	case 408: return "Request Timeout";
-	case 409: return "Conflict";
-	case 410: return "Gone";
-	case 411: return "Length Required";
-	case 412: return "Precondition Failed";
-	case 413: return "Content Too Large";
-	case 414: return "URI Too Long";
-	case 415: return "Unsupported Media Type";
-	case 416: return "Range Not Satisfiable";
-	case 417: return "Expectation Failed";
-	case 421: return "Misdirected Request";
-	case 422: return "Unprocessable Content";
-	case 425: return "Too Early";
-	case 426: return "Upgrade Required";
-	case 428: return "Precondition Required";
-	case 429: return "Too Many Requests";
-	case 431: return "Request Header Fields Too Large";
-	case 451: return "Unavailable For Legal Reasons";
-	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	case 505: return "HTTP Version Not Supported";
-	case 507: return "Insufficient Storage";
-	case 511: return "Network Authentication Required";
-	}
-	return status < 300 ? "Success" : status < 400 ? "Redirection" : status < 500 ? "Client Error" : "Server Error";
 }
 
 static bool is_client10(const sl_up_conn_t *c)
@@ -341,17 +290,17 @@ void sl_up_respond_start(sl_up_conn_t *c)
 
 	if (r->status == 204 || r->status == 304 || r->framing == SL_UP_FRAME_CLOSE)
 		n = snprintf(c->out, cap, "%s %d %s\r\nServer: sluice-upstream\r\nContent-Type: %s\r\n%s", version,
-		             r->status, do_reason(r->status), r->ctype, conn);
+		             r->status, sl_http_reason(r->status), r->ctype, conn);
 	else if (r->framing == SL_UP_FRAME_CHUNKED)
 		n = snprintf(c->out, cap,
 		             "%s %d %s\r\nServer: sluice-upstream\r\nContent-Type: %s\r\n"
 		             "Transfer-Encoding: chunked\r\n%s",
-		             version, r->status, do_reason(r->status), r->ctype, conn);
+		             version, r->status, sl_http_reason(r->status), r->ctype, conn);
 	else
 		n = snprintf(c->out, cap,
 		             "%s %d %s\r\nServer: sluice-upstream\r\nContent-Type: %s\r\n"
 		             "Content-Length: %" PRIu64 "\r\n%s",
-		             version, r->status, do_reason(r->status), r->ctype, r->size, conn);
+		             version, r->status, sl_http_reason(r->status), r->ctype, r->size, conn);
 	size_t len = (size_t)n;
 	/* Extra headers that would not fit are dropped: the query that asks
 	 * for them is at most 64 KiB, the head buffer 8 KiB. */
