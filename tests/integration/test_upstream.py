@@ -629,9 +629,16 @@ def test_slow_reader_gets_backpressure(upstream):
 
 def test_two_workers(start_upstream):
     up = start_upstream(workers=2)
-    with open("/proc/%d/status" % up.pid) as f:
-        threads = int([l for l in f if l.startswith("Threads:")][0].split()[1])
-    assert threads >= 3  # main + 2 workers
+
+    def threads():
+        with open("/proc/%d/status" % up.pid) as f:
+            return int([l for l in f if l.startswith("Threads:")][0].split()[1])
+
+    # the sockets listen before the worker threads start: give them a moment
+    deadline = time.monotonic() + 3
+    while threads() < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert threads() >= 3  # main + 2 workers
     reset(up)
     results = []
 
