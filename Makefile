@@ -68,7 +68,7 @@ $(BUILD)/obj/%.o: src/%.c
 $(BUILD)/sluice: $(BUILD)/obj/main.o $(CORE_OBJ) $(LLHTTP_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/sluice-upstream: $(UP_OBJ) $(BUILD)/obj/reason.o $(LLHTTP_OBJ)
+$(BUILD)/sluice-upstream: $(UP_OBJ) $(BUILD)/obj/reason.o $(BUILD)/obj/listener.o $(LLHTTP_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/sluice-load: $(LOAD_OBJ) $(BUILD)/obj/hist.o $(LLHTTP_OBJ)

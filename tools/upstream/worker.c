@@ -3,8 +3,7 @@
  * close callback, so uv_loop_close() finds nothing left. */
 #include "worker.h"
 
-#include <errno.h>
-#include <netdb.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +12,9 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "listener.h"
 
-#define BACKLOG 4096
+#define BACKLOG 4096 /* as listen(2) used it in listener.c */
 
 struct sl_up_worker {
 	uv_loop_t loop;
@@ -27,28 +27,9 @@ struct sl_up_worker {
 
 int sl_up_listen_fd(const char *host, int port, int *port_out, char *err, size_t errlen)
 {
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-	struct addrinfo *ai = NULL;
-	char service[16];
-	snprintf(service, sizeof service, "%d", port);
-	int rc = getaddrinfo(host, service, &hints, &ai);
-	if (rc != 0) {
-		snprintf(err, errlen, "cannot resolve --host %s: %s", host, gai_strerror(rc));
-		return UV_EINVAL;
-	}
-	int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, BACKLOG) < 0) {
-		int e = errno;
-		snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(e));
-		if (fd >= 0)
-			close(fd);
-		freeaddrinfo(ai);
-		return -e;
-	}
-	freeaddrinfo(ai);
+	int fd = sl_listener_bind(host, port, true, err, errlen);
+	if (fd < 0)
+		return -1;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
 	*port_out = port;

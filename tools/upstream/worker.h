@@ -16,11 +16,10 @@
 
 typedef struct sl_up_worker sl_up_worker_t;
 
-/* A listening TCP socket on host:port with SO_REUSEADDR and SO_REUSEPORT.
- * libuv 1.44 cannot set SO_REUSEPORT itself, so the socket is made here and
- * handed to uv_tcp_open(). Returns the fd, or a negative errno-style libuv
- * error with a sentence in err. *port_out gets the bound port (useful when
- * port is 0). */
+/* A listening TCP socket on host:port with SO_REUSEPORT, made by sluice's
+ * own sl_listener_bind() (libuv 1.44 cannot set SO_REUSEPORT itself) and
+ * handed to uv_tcp_open(). Returns the fd, or -1 with a sentence in err.
+ * *port_out gets the bound port (useful when port is 0). */
 int sl_up_listen_fd(const char *host, int port, int *port_out, char *err, size_t errlen);
 
 /* A worker that will serve listening socket fd (which it then owns).
