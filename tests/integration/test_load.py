@@ -133,11 +133,16 @@ def test_percentiles_of_a_known_delay(start_upstream):
     up = start_upstream(workers=2)
     code, r = run_json("--url", up.url + "/?delay_ms=100", "--total-requests", 60, "--concurrent", 20)
     assert code == 0 and r["success"] == 60
-    # the upstream's timer has 1 ms granularity; the histogram adds <= 0.8 %
-    assert 98.0 <= r["p50"] <= 104.0, r
-    for k in ("min_response_time", "avg_response_time", "p90", "p95", "p99", "p999", "max_response_time"):
-        assert 98.0 <= r[k] <= 110.0, (k, r)
-    assert r["min_response_time"] <= r["p50"] <= r["p90"] <= r["p99"] <= r["max_response_time"]
+    # Nothing can answer faster than the upstream's 100 ms timer (1 ms
+    # granularity), and the histogram's buckets add at most 0.8 %.  The upper
+    # bounds only catch unit or bucket errors: a shared box under a sanitizer
+    # stretches the tail by tens of milliseconds.
+    keys = ("min_response_time", "p50", "p90", "p95", "p99", "p999", "max_response_time")
+    for k in keys + ("avg_response_time",):
+        assert 98.0 <= r[k] <= 400.0, (k, r)
+    assert r["p50"] <= 150.0, r
+    values = [r[k] for k in keys]
+    assert values == sorted(values), r
 
 
 def test_rate_holds(upstream):
