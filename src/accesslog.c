@@ -84,8 +84,9 @@ void sl_access_log_write(sl_access_log_t *log, const sl_access_entry_t *e)
 	size_t n = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(when + n, sizeof when - n, ".%03ldZ", ts.tv_nsec / 1000000);
 	bool was_empty = log->pending.len == 0;
-	sl_buf_printf(&log->pending, "%s %s \"%s %.*s HTTP/1.%d\" %d %llu total_ms=%.1f queue_ms=%.1f upstream_ms=%.1f "
-	                             "attempts=%d outcome=%s\n",
+	sl_buf_printf(&log->pending,
+	              "%s %s \"%s %.*s HTTP/1.%d\" %d %llu total_ms=%.1f queue_ms=%.1f upstream_ms=%.1f "
+	              "attempts=%d outcome=%s\n",
 	              when, e->client_ip, e->method, (int)(e->target_len > 2048 ? 2048 : e->target_len), e->target,
 	              e->minor, e->status, (unsigned long long)e->bytes, e->total_ms, e->queue_ms, e->upstream_ms,
 	              e->attempts, e->outcome);

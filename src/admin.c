@@ -12,8 +12,8 @@
 extern const char sl_dashboard_html[];
 extern const size_t sl_dashboard_html_len;
 
-static void do_respond(int status, const char *type, const char *body, size_t len, bool head_only,
-                       bool keep_alive, const char *extra, sl_buf_t *out)
+static void do_respond(int status, const char *type, const char *body, size_t len, bool head_only, bool keep_alive,
+                       const char *extra, sl_buf_t *out)
 {
 	sl_http1_build_local(status, type, body, len, keep_alive, extra, out);
 	if (head_only)
@@ -45,8 +45,8 @@ void sl_admin_respond(sl_worker_t *w, const sl_http_msg_t *req, bool keep_alive,
 		len = (size_t)(q - path);
 	bool head = req->method == HTTP_HEAD;
 	if (req->method != HTTP_GET && !head) {
-		do_json(405, json_pack("{s:s}", "error", "method_not_allowed"), false, keep_alive, "Allow: GET, HEAD\r\n",
-		        out);
+		do_json(405, json_pack("{s:s}", "error", "method_not_allowed"), false, keep_alive,
+		        "Allow: GET, HEAD\r\n", out);
 		return;
 	}
 	if (path_is(path, len, "/proxy-dashboard")) {

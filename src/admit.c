@@ -143,9 +143,7 @@ sl_admit_result_t sl_admit_cancel(sl_admit_t *a, sl_admit_waiter_t *w)
 		sl_list_remove(&w->link);
 		r = w->result;
 		break;
-	default:
-		r = w->result;
-		break;
+	default: r = w->result; break;
 	}
 	w->where = IN_NOTHING;
 	pthread_mutex_unlock(&a->lock);

@@ -53,7 +53,7 @@ typedef struct sl_admit_stats {
 	uint32_t limit, max_queue;
 	uint32_t active, queued;
 	uint32_t peak_active, peak_queued;
-	uint64_t admitted;   /* slots given, directly or from the queue */
+	uint64_t admitted; /* slots given, directly or from the queue */
 	uint64_t queued_total;
 } sl_admit_stats_t;
 

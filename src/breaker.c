@@ -40,9 +40,7 @@ sl_breaker_verdict_t sl_breaker_allow(sl_breaker_t *b, uint64_t now_ms)
 	sl_breaker_verdict_t v = SL_BREAKER_REJECT;
 	pthread_mutex_lock(&b->lock);
 	switch (b->state) {
-	case SL_BREAKER_CLOSED:
-		v = SL_BREAKER_ALLOW;
-		break;
+	case SL_BREAKER_CLOSED: v = SL_BREAKER_ALLOW; break;
 	case SL_BREAKER_OPEN:
 		if (now_ms - b->opened_at_ms < b->timeout_ms)
 			break;

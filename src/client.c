@@ -79,14 +79,14 @@ struct sl_client {
 	int handles;
 	sl_buf_t out; /* heads being built */
 	char ip[INET6_ADDRSTRLEN];
-	uint64_t head_start;  /* loop ms: first byte of this request (or accept) */
-	uint64_t last_read;   /* loop ms */
-	uint64_t last_write;  /* loop ms of the last write progress */
-	uint64_t started_ns;  /* uv_hrtime at the request head, for latency */
-	uint64_t head_bytes;  /* bytes of the current head so far */
-	uint64_t body_bytes;  /* request body bytes received */
-	uint32_t served;      /* responses completed on this connection */
-	int status;           /* status sent for the current request */
+	uint64_t head_start; /* loop ms: first byte of this request (or accept) */
+	uint64_t last_read;  /* loop ms */
+	uint64_t last_write; /* loop ms of the last write progress */
+	uint64_t started_ns; /* uv_hrtime at the request head, for latency */
+	uint64_t head_bytes; /* bytes of the current head so far */
+	uint64_t body_bytes; /* request body bytes received */
+	uint32_t served;     /* responses completed on this connection */
+	int status;          /* status sent for the current request */
 	sl_framing_t req_framing, resp_framing;
 	bool admin_listener; /* accepted on the admin port */
 	bool keep_alive;     /* this request allows another after it */
@@ -96,7 +96,7 @@ struct sl_client {
 	bool request_done;
 	bool response_started;
 	bool continue_sent;
-	bool counted; /* sl_metrics_begin called for this request */
+	bool counted;          /* sl_metrics_begin called for this request */
 	bool stale_retry_used; /* the free retry on a stale pooled connection */
 	bool replay_ok;        /* every body byte sent so far is in `replay` */
 	bool probe;            /* the circuit breaker's half-open probe */
@@ -112,9 +112,9 @@ struct sl_client {
 	bool head_pending;  /* the response head waits in `out` for the first body bytes */
 	bool shut;          /* uv_shutdown issued on the client connection */
 	bool shut_done;     /* ... and completed */
-	bool write_failed; /* closing from the timer */
-	bool has_slot;     /* this request holds an admission slot */
-	bool drain_slot;   /* a finished response still flushing holds a slot */
+	bool write_failed;  /* closing from the timer */
+	bool has_slot;      /* this request holds an admission slot */
+	bool drain_slot;    /* a finished response still flushing holds a slot */
 };
 
 static void do_parse(sl_client_t *c);
@@ -313,8 +313,8 @@ static void do_respond_error(sl_client_t *c, int status, const char *detail, boo
 {
 	char body[512], text[256];
 	sl_json_escape(detail ? detail : sl_http_reason(status), text, sizeof text);
-	int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d,\"message\":\"%s\"}\n",
-	                 error_code(status), status, text);
+	int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d,\"message\":\"%s\"}\n", error_code(status),
+	                 status, text);
 	if (n < 0 || n >= (int)sizeof body)
 		n = (int)strlen(body);
 	c->status = status;
@@ -344,7 +344,8 @@ static void do_reject(sl_client_t *c, sl_reject_t why)
 	char body[256], headers[64];
 	int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":503,\"message\":\"%s\"}\n",
 	                 sl_reject_name(why), messages[why]);
-	uint32_t retry_after = why == SL_REJECT_CIRCUIT_OPEN ? sl_breaker_retry_after(&c->w->server->breaker, now_ms(c)) : 1;
+	uint32_t retry_after =
+	    why == SL_REJECT_CIRCUIT_OPEN ? sl_breaker_retry_after(&c->w->server->breaker, now_ms(c)) : 1;
 	snprintf(headers, sizeof headers, "Retry-After: %u\r\n%s", retry_after,
 	         (small && c->keep_alive && req->minor == 0) ? "Connection: keep-alive\r\n" : "");
 	if (!small)
@@ -405,8 +406,7 @@ static void do_send_continue(sl_client_t *c)
 {
 	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 	const sl_http_msg_t *req = &c->parser.msg;
-	if (c->continue_sent || !req->expect_continue || c->request_done ||
-	    (req->content_length <= 0 && !req->chunked))
+	if (c->continue_sent || !req->expect_continue || c->request_done || (req->content_length <= 0 && !req->chunked))
 		return;
 	c->continue_sent = true;
 	uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
@@ -445,7 +445,7 @@ static void do_send_head(sl_client_t *c)
 	c->req_framing = req->chunked ? SL_FRAME_CHUNKED : SL_FRAME_AS_IS;
 	c->out.len = 0;
 	sl_http1_build_request(req, c->ip, c->req_framing, &c->out);
-	sl_up_expect_t expect = c->connect                   ? SL_UP_EXPECT_TUNNEL
+	sl_up_expect_t expect = c->connect                 ? SL_UP_EXPECT_TUNNEL
 	                        : req->method == HTTP_HEAD ? SL_UP_EXPECT_NO_BODY
 	                                                   : SL_UP_EXPECT_BODY;
 	int r = sl_upstream_send_head(c->up, c->out.base, c->out.len, expect);
@@ -555,9 +555,7 @@ static void do_request_head(sl_client_t *c)
 		c->state = CL_QUEUED;
 		do_arm_timer(c);
 		break;
-	default:
-		do_reject(c, SL_REJECT_QUEUE_FULL);
-		break;
+	default: do_reject(c, SL_REJECT_QUEUE_FULL); break;
 	}
 }
 
@@ -770,7 +768,6 @@ static void do_update_reading(sl_client_t *c)
 
 /* ---- timers ---------------------------------------------------------------------- */
 
-
 static void do_arm_ms(sl_client_t *c, uint64_t ms)
 {
 	if (c->write_failed)
@@ -789,19 +786,13 @@ static void do_arm_timer(sl_client_t *c)
 		else
 			do_arm_ms(c, sl_config_ms(cfg->client_header_timeout));
 		break;
-	case CL_LINGER:
-		do_arm_ms(c, SL_LINGER_MS);
-		break;
-	case CL_QUEUED:
-		do_arm_ms(c, sl_config_ms(cfg->queue_timeout));
-		break;
-	case CL_BACKOFF:
-		break; /* armed with the backoff delay by the funnel */
-	case CL_CLOSED:
-		break;
+	case CL_LINGER: do_arm_ms(c, SL_LINGER_MS); break;
+	case CL_QUEUED: do_arm_ms(c, sl_config_ms(cfg->queue_timeout)); break;
+	case CL_BACKOFF: break; /* armed with the backoff delay by the funnel */
+	case CL_CLOSED: break;
 	default:
 		do_arm_ms(c, sl_config_ms(cfg->client_idle_timeout < cfg->write_timeout ? cfg->client_idle_timeout
-		                                                                         : cfg->write_timeout));
+		                                                                        : cfg->write_timeout));
 		break;
 	}
 }
@@ -823,7 +814,8 @@ static void on_timer(uv_timer_t *t)
 	case CL_HEAD: {
 		bool idle = c->served > 0 && c->head_bytes == 0 && c->in_len == c->in_off;
 		if (idle) {
-			if (expired(c, c->last_read > c->head_start ? c->last_read : c->head_start, cfg->client_idle_timeout))
+			if (expired(c, c->last_read > c->head_start ? c->last_read : c->head_start,
+			            cfg->client_idle_timeout))
 				do_close(c);
 			else
 				do_arm_timer(c);
@@ -836,7 +828,8 @@ static void on_timer(uv_timer_t *t)
 		break;
 	}
 	case CL_QUEUED: {
-		uint64_t waited = (uv_hrtime() - c->waiter.queued_at) / 1000000, limit = sl_config_ms(cfg->queue_timeout);
+		uint64_t waited = (uv_hrtime() - c->waiter.queued_at) / 1000000,
+		         limit = sl_config_ms(cfg->queue_timeout);
 		if (waited < limit) {
 			do_arm_ms(c, limit - waited);
 			break;
@@ -890,11 +883,8 @@ static void on_timer(uv_timer_t *t)
 			do_arm_timer(c);
 		}
 		break;
-	case CL_LINGER:
-		do_close(c);
-		break;
-	case CL_CLOSED:
-		break;
+	case CL_LINGER: do_close(c); break;
+	case CL_CLOSED: break;
 	}
 }
 
@@ -1178,8 +1168,7 @@ void sl_client_on_upstream_error(sl_client_t *c, const sl_up_failure_t *f)
 		c->state = CL_BACKOFF;
 		do_arm_ms(c, v.delay_ms);
 		return;
-	case SL_RETRY_ANSWER:
-		break;
+	case SL_RETRY_ANSWER: break;
 	}
 	do_tell_breaker(c, !sl_retry_is_upstream_failure(f->kind, f->status));
 	if (c->state == CL_TUNNEL) {

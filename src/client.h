@@ -27,14 +27,14 @@ void sl_client_accept(sl_worker_t *w, uv_stream_t *listener, bool admin);
 void sl_client_drain_all(sl_worker_t *w, bool force);
 
 void sl_client_on_upstream_ready(sl_client_t *c);
-void sl_client_on_upstream_info(sl_client_t *c, const sl_http_msg_t *resp);        /* a 1xx */
-int sl_client_on_upstream_head(sl_client_t *c, const sl_http_msg_t *resp);         /* 0 or -1 */
-bool sl_client_on_upstream_body(sl_client_t *c, const char *at, size_t len);       /* true: backlogged */
+void sl_client_on_upstream_info(sl_client_t *c, const sl_http_msg_t *resp);  /* a 1xx */
+int sl_client_on_upstream_head(sl_client_t *c, const sl_http_msg_t *resp);   /* 0 or -1 */
+bool sl_client_on_upstream_body(sl_client_t *c, const char *at, size_t len); /* true: backlogged */
 void sl_client_on_upstream_done(sl_client_t *c);
 void sl_client_on_upstream_error(sl_client_t *c, const sl_up_failure_t *f);
 void sl_client_on_upstream_drain(sl_client_t *c);
-void sl_client_flush(sl_client_t *c); /* end of an upstream read: write what waits */
-void sl_client_on_tunnel_open(sl_client_t *c);  /* a 2xx to CONNECT: raw bytes both ways from now */
-void sl_client_on_tunnel_eof(sl_client_t *c);   /* the upstream half-closed the tunnel */
+void sl_client_flush(sl_client_t *c);          /* end of an upstream read: write what waits */
+void sl_client_on_tunnel_open(sl_client_t *c); /* a 2xx to CONNECT: raw bytes both ways from now */
+void sl_client_on_tunnel_eof(sl_client_t *c);  /* the upstream half-closed the tunnel */
 
 #endif

@@ -67,6 +67,7 @@ typedef struct {
 
 /* Durations that may be 0 are those where 0 means "do not wait" rather than
  * "fail at once": backoffs and the shutdown drain. */
+/* clang-format off */
 static const opt_t options[] = {
 	{"config", NULL, 0, OPT_CONFIG, OPT_CLI_ONLY | OPT_OPTIONAL, FIELD(config_file), 0, 0, NULL,
 	 "FILE", "JSON config file (see examples/proxy_config.json)"},
@@ -134,6 +135,7 @@ static const opt_t options[] = {
 	{"version", NULL, 'V', OPT_VERSION, OPT_CLI_ONLY, 0, 0, 0, NULL, NULL,
 	 "print the version and exit"},
 };
+/* clang-format on */
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -181,27 +183,17 @@ static bool is_setting(const opt_t *o)
 static const char *describe(const opt_t *o, char *buf, size_t len)
 {
 	switch (o->type) {
-	case OPT_PORT:
-		snprintf(buf, len, "a port number between %.0f and %.0f", o->min, o->max);
-		break;
-	case OPT_COUNT:
-		snprintf(buf, len, "an integer between %.0f and %.0f", o->min, o->max);
-		break;
+	case OPT_PORT: snprintf(buf, len, "a port number between %.0f and %.0f", o->min, o->max); break;
+	case OPT_COUNT: snprintf(buf, len, "an integer between %.0f and %.0f", o->min, o->max); break;
 	case OPT_BYTES:
 		if (o->max >= NO_MAX)
 			snprintf(buf, len, "a number of bytes, %.0f or more", o->min);
 		else
 			snprintf(buf, len, "a number of bytes between %.0f and %.0f", o->min, o->max);
 		break;
-	case OPT_SECONDS:
-		snprintf(buf, len, "a number of seconds between %g and %g", o->min, o->max);
-		break;
-	case OPT_LEVEL:
-		snprintf(buf, len, "one of error, warn, info, debug");
-		break;
-	default:
-		snprintf(buf, len, "a non-empty string");
-		break;
+	case OPT_SECONDS: snprintf(buf, len, "a number of seconds between %g and %g", o->min, o->max); break;
+	case OPT_LEVEL: snprintf(buf, len, "one of error, warn, info, debug"); break;
+	default: snprintf(buf, len, "a non-empty string"); break;
 	}
 	return buf;
 }
@@ -218,8 +210,7 @@ static bool key_matches(const char *key, const char *name)
 static const opt_t *find_by_key(const char *key)
 {
 	for (size_t i = 0; i < N_OPTIONS; i++)
-		if (key_matches(key, options[i].name) ||
-		    (options[i].alias && key_matches(key, options[i].alias)))
+		if (key_matches(key, options[i].name) || (options[i].alias && key_matches(key, options[i].alias)))
 			return &options[i];
 	return NULL;
 }
@@ -334,13 +325,10 @@ static int store_text(sl_config_t *cfg, const opt_t *o, const char *text)
 			return -1;
 		return store_seconds(cfg, o, v);
 	}
-	case OPT_LEVEL:
-		return store_level(cfg, o, text);
+	case OPT_LEVEL: return store_level(cfg, o, text);
 	case OPT_CONFIG:
-	case OPT_STRING:
-		return store_string(cfg, o, text);
-	default:
-		return -1;
+	case OPT_STRING: return store_string(cfg, o, text);
+	default: return -1;
 	}
 }
 
@@ -363,16 +351,11 @@ static int store_json(sl_config_t *cfg, const opt_t *o, json_t *v)
 	switch (o->type) {
 	case OPT_PORT:
 	case OPT_COUNT:
-	case OPT_BYTES:
-		return json_is_integer(v) ? store_integer(cfg, o, json_integer_value(v)) : -1;
-	case OPT_SECONDS:
-		return json_is_number(v) ? store_seconds(cfg, o, json_number_value(v)) : -1;
-	case OPT_LEVEL:
-		return json_is_string(v) ? store_level(cfg, o, json_string_value(v)) : -1;
-	case OPT_STRING:
-		return json_is_string(v) ? store_string(cfg, o, json_string_value(v)) : -1;
-	default:
-		return -1;
+	case OPT_BYTES: return json_is_integer(v) ? store_integer(cfg, o, json_integer_value(v)) : -1;
+	case OPT_SECONDS: return json_is_number(v) ? store_seconds(cfg, o, json_number_value(v)) : -1;
+	case OPT_LEVEL: return json_is_string(v) ? store_level(cfg, o, json_string_value(v)) : -1;
+	case OPT_STRING: return json_is_string(v) ? store_string(cfg, o, json_string_value(v)) : -1;
+	default: return -1;
 	}
 }
 
@@ -462,8 +445,8 @@ static int load_file(sl_config_t *cfg, const char *path, char *err, size_t errle
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	free(text);
 	if (!root)
-		return fail(err, errlen, "config file %s: invalid JSON at line %d, column %d: %s", path,
-		            jerr.line, jerr.column, jerr.text);
+		return fail(err, errlen, "config file %s: invalid JSON at line %d, column %d: %s", path, jerr.line,
+		            jerr.column, jerr.text);
 
 	int rc = 0;
 	const char *seen_key[N_OPTIONS] = {0};
@@ -483,8 +466,8 @@ static int load_file(sl_config_t *cfg, const char *path, char *err, size_t errle
 			goto done;
 		}
 		if (o->flags & OPT_CLI_ONLY) {
-			rc = fail(err, errlen, "config file %s: \"%s\" can only be given on the command line",
-			          path, key);
+			rc = fail(err, errlen, "config file %s: \"%s\" can only be given on the command line", path,
+			          key);
 			goto done;
 		}
 		/* An alias and its option in one object: JSON keys have no order,
@@ -605,11 +588,8 @@ static int apply_cli(sl_config_t *cfg, int argc, char **argv, char *err, size_t 
 		switch (a.opt->type) {
 		case OPT_CONFIG: /* already read, before every other value */
 		case OPT_HELP:
-		case OPT_VERSION:
-			break;
-		case OPT_FLAG:
-			*(bool *)field(cfg, a.opt) = true;
-			break;
+		case OPT_VERSION: break;
+		case OPT_FLAG: *(bool *)field(cfg, a.opt) = true; break;
 		default:
 			if (store_text(cfg, a.opt, a.value) < 0) {
 				char want[96], shown[64];
@@ -632,15 +612,13 @@ static int check_across(const sl_config_t *cfg, char *err, size_t errlen)
 		return fail(err, errlen, "--pool-connections (%d) must not exceed --pool-maxsize (%d)",
 		            cfg->pool_connections, cfg->pool_maxsize);
 	if (cfg->admin_port != 0 && cfg->admin_port == cfg->listen_port)
-		return fail(err, errlen, "--admin-port must differ from --listen-port (both are %d)",
-		            cfg->admin_port);
+		return fail(err, errlen, "--admin-port must differ from --listen-port (both are %d)", cfg->admin_port);
 	return 0;
 }
 
 /* Defaults, then the file (NULL for none), then argv, then the cross-checks.
  * On success *cfg owns its strings; on failure it is released and zeroed. */
-static int build(sl_config_t *cfg, const char *file, int argc, char **argv, char *err,
-                 size_t errlen)
+static int build(sl_config_t *cfg, const char *file, int argc, char **argv, char *err, size_t errlen)
 {
 	memset(cfg, 0, sizeof *cfg);
 	if (apply_defaults(cfg, err, errlen) < 0 || (file && load_file(cfg, file, err, errlen) < 0) ||
@@ -770,8 +748,7 @@ sl_config_result_t sl_config_load(sl_config_t *cfg, int argc, char **argv, char 
 	return SL_CONFIG_EXIT;
 }
 
-int sl_config_reload(const sl_config_t *cfg, int argc, char **argv, sl_config_t *out, char *err,
-                     size_t errlen)
+int sl_config_reload(const sl_config_t *cfg, int argc, char **argv, sl_config_t *out, char *err, size_t errlen)
 {
 	cli_scan_t scan;
 	sl_config_t fresh;
@@ -806,18 +783,10 @@ json_t *sl_config_to_json(const sl_config_t *cfg)
 			j = (o->flags & OPT_OPTIONAL) && *(const int *)v == 0 ? json_null()
 			                                                      : json_integer(*(const int *)v);
 			break;
-		case OPT_BYTES:
-			j = json_integer(*(const int64_t *)v);
-			break;
-		case OPT_SECONDS:
-			j = json_real(*(const double *)v);
-			break;
-		case OPT_LEVEL:
-			j = json_string(level_names[*(const sl_log_level_t *)v]);
-			break;
-		default:
-			j = *(char *const *)v ? json_string(*(char *const *)v) : json_null();
-			break;
+		case OPT_BYTES: j = json_integer(*(const int64_t *)v); break;
+		case OPT_SECONDS: j = json_real(*(const double *)v); break;
+		case OPT_LEVEL: j = json_string(level_names[*(const sl_log_level_t *)v]); break;
+		default: j = *(char *const *)v ? json_string(*(char *const *)v) : json_null(); break;
 		}
 		if (json_object_set_new(obj, key, j) < 0) {
 			json_decref(obj);
@@ -838,4 +807,3 @@ void sl_config_dispose(sl_config_t *cfg)
 		}
 	}
 }
-

@@ -45,7 +45,7 @@ typedef struct sl_config {
 	int64_t max_header_size;
 	int64_t max_body_size; /* 0 = no limit */
 	int max_connections;
-	int workers; /* default: online CPUs */
+	int workers;    /* default: online CPUs */
 	int admin_port; /* 0 = none: /proxy-* served on the main port */
 	double shutdown_timeout;
 	char *access_log; /* NULL = none, "-" = stdout */
@@ -72,8 +72,7 @@ sl_config_result_t sl_config_load(sl_config_t *cfg, int argc, char **argv, char 
  * values of *cfg (they still override the file). Returns 0, or -1 with err
  * set and *out untouched. out may be cfg (its old strings are then freed);
  * otherwise the caller disposes the old settings when it is done with them. */
-int sl_config_reload(const sl_config_t *cfg, int argc, char **argv, sl_config_t *out, char *err,
-                     size_t errlen);
+int sl_config_reload(const sl_config_t *cfg, int argc, char **argv, sl_config_t *out, char *err, size_t errlen);
 
 /* The effective settings as a JSON object keyed like the config file
  * (listen_port, target_host, ...). New reference, caller decrefs. */

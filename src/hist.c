@@ -21,7 +21,7 @@
 #include <math.h>
 #include <string.h>
 
-#define SUB_COUNT (1u << SL_HIST_SUB_BITS)       /* buckets per power of two */
+#define SUB_COUNT (1u << SL_HIST_SUB_BITS)            /* buckets per power of two */
 #define EXACT_LIMIT (UINT64_C(2) << SL_HIST_SUB_BITS) /* values below this are exact */
 
 static inline unsigned do_index(uint64_t v)

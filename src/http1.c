@@ -188,16 +188,11 @@ static int on_headers_complete(llhttp_t *l)
 		return sl_http1_fail(p, 502, "unsupported HTTP version from upstream");
 	}
 	switch (p->cb->on_head(p)) {
-	case SL_HTTP1_PAUSE:
-		return HPE_PAUSED;
-	case SL_HTTP1_SKIP_BODY:
-		return 1;
-	case SL_HTTP1_UPGRADE:
-		return 2;
-	case SL_HTTP1_FAIL:
-		return -1;
-	default:
-		return 0;
+	case SL_HTTP1_PAUSE: return HPE_PAUSED;
+	case SL_HTTP1_SKIP_BODY: return 1;
+	case SL_HTTP1_UPGRADE: return 2;
+	case SL_HTTP1_FAIL: return -1;
+	default: return 0;
 	}
 }
 
@@ -239,12 +234,9 @@ static int on_message_complete(llhttp_t *l)
 {
 	sl_http1_t *p = parser_of(l);
 	switch (p->cb->on_complete(p)) {
-	case SL_HTTP1_PAUSE:
-		return HPE_PAUSED;
-	case SL_HTTP1_FAIL:
-		return HPE_USER;
-	default:
-		return 0;
+	case SL_HTTP1_PAUSE: return HPE_PAUSED;
+	case SL_HTTP1_FAIL: return HPE_USER;
+	default: return 0;
 	}
 }
 
@@ -265,8 +257,7 @@ static void do_init_settings(void)
 	settings.on_message_complete = on_message_complete;
 }
 
-void sl_http1_init(sl_http1_t *p, bool is_request, const sl_http1_callbacks_t *cb, void *data,
-                   size_t max_head)
+void sl_http1_init(sl_http1_t *p, bool is_request, const sl_http1_callbacks_t *cb, void *data, size_t max_head)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	pthread_once(&once, do_init_settings);
@@ -389,7 +380,7 @@ static const struct {
 	const char *name;
 	size_t len;
 } hop_by_hop[] = {
-    {"connection", 10}, {"keep-alive", 10}, {"proxy-connection", 16}, {"te", 2},
+    {"connection", 10}, {"keep-alive", 10}, {"proxy-connection", 16},  {"te", 2},
     {"trailer", 7},     {"upgrade", 7},     {"transfer-encoding", 17}, {"expect", 6},
 };
 
@@ -478,8 +469,7 @@ static void do_append_list(sl_buf_t *out, const char *name, sl_buf_t *list, cons
 	sl_buf_append(out, "\r\n", 2);
 }
 
-void sl_http1_build_request(const sl_http_msg_t *req, const char *client_ip, sl_framing_t framing,
-                            sl_buf_t *out)
+void sl_http1_build_request(const sl_http_msg_t *req, const char *client_ip, sl_framing_t framing, sl_buf_t *out)
 {
 	const char *method = sl_http_method_name(req->method);
 	sl_buf_appends(out, method);
@@ -500,8 +490,8 @@ void sl_http1_build_request(const sl_http_msg_t *req, const char *client_ip, sl_
 	sl_buf_dispose(&via);
 }
 
-void sl_http1_build_response(const sl_http_msg_t *resp, const sl_http_msg_t *req, sl_framing_t framing,
-                             bool keep_alive, sl_buf_t *out)
+void sl_http1_build_response(const sl_http_msg_t *resp, const sl_http_msg_t *req, sl_framing_t framing, bool keep_alive,
+                             sl_buf_t *out)
 {
 	size_t reason_len = resp->target_len;
 	const char *reason = resp->store.base + resp->target;
@@ -531,8 +521,8 @@ void sl_http1_build_response(const sl_http_msg_t *resp, const sl_http_msg_t *req
 	sl_buf_append(out, "\r\n", 2);
 }
 
-void sl_http1_build_local(int status, const char *content_type, const char *body, size_t body_len,
-                          bool keep_alive, const char *extra_headers, sl_buf_t *out)
+void sl_http1_build_local(int status, const char *content_type, const char *body, size_t body_len, bool keep_alive,
+                          const char *extra_headers, sl_buf_t *out)
 {
 	sl_buf_printf(out,
 	              "HTTP/1.1 %d %s\r\nServer: sluice\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"

@@ -11,7 +11,7 @@ typedef struct sl_list {
 	struct sl_list *next, *prev;
 } sl_list_t;
 
-#define sl_list_entry(node, type, member) ((type *)((char *)(node) - offsetof(type, member)))
+#define sl_list_entry(node, type, member) ((type *)((char *)(node)-offsetof(type, member)))
 
 static inline void sl_list_init(sl_list_t *l)
 {
@@ -47,7 +47,7 @@ static inline void sl_list_remove(sl_list_t *n)
 	n->next = n->prev = n;
 }
 
-#define sl_list_foreach_safe(pos, tmp, head)                                                       \
+#define sl_list_foreach_safe(pos, tmp, head) \
 	for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
 
 #endif

@@ -10,10 +10,10 @@ extern sl_log_level_t sl_log_level;
 void sl_log_write(sl_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The level may change on SIGHUP while workers log: read it atomically. */
-#define sl_log(level, ...)                                                                         \
-	do {                                                                                           \
-		if ((int)(level) <= (int)__atomic_load_n(&sl_log_level, __ATOMIC_RELAXED))                \
-			sl_log_write((level), __VA_ARGS__);                                                    \
+#define sl_log(level, ...)                                                                 \
+	do {                                                                               \
+		if ((int)(level) <= (int)__atomic_load_n(&sl_log_level, __ATOMIC_RELAXED)) \
+			sl_log_write((level), __VA_ARGS__);                                \
 	} while (0)
 #define sl_error(...) sl_log(SL_LOG_ERROR, __VA_ARGS__)
 #define sl_warn(...) sl_log(SL_LOG_WARN, __VA_ARGS__)

@@ -59,8 +59,8 @@ static void do_keep_restart_only(sl_config_t *next, const sl_config_t *cur)
 	char *const olds[] = {cur->listen_host, cur->target_host, cur->access_log};
 	const char *const snames[] = {"listen_host", "target_host", "access_log"};
 	for (int i = 0; i < 3; i++) {
-		bool same = (*strs[i] == NULL && olds[i] == NULL) ||
-		            (*strs[i] && olds[i] && strcmp(*strs[i], olds[i]) == 0);
+		bool same =
+		    (*strs[i] == NULL && olds[i] == NULL) || (*strs[i] && olds[i] && strcmp(*strs[i], olds[i]) == 0);
 		if (same)
 			continue;
 		sl_warn("SIGHUP: %s changed; it takes effect after a restart", snames[i]);
@@ -121,7 +121,8 @@ static void on_signal(uv_signal_t *s, int signum)
 		sl_info("%s: draining (up to %g s)", signum == SIGTERM ? "SIGTERM" : "SIGINT",
 		        m->server.cfg->shutdown_timeout);
 		do_phase(m, 1);
-		uv_timer_start(&m->shutdown_timer, on_shutdown_timeout, sl_config_ms(m->server.cfg->shutdown_timeout), 0);
+		uv_timer_start(&m->shutdown_timer, on_shutdown_timeout, sl_config_ms(m->server.cfg->shutdown_timeout),
+		               0);
 	} else {
 		do_phase(m, 2);
 	}
@@ -140,13 +141,9 @@ int main(int argc, char **argv)
 	static sl_config_t cfg;
 	char err[512];
 	switch (sl_config_load(&cfg, argc, argv, err, sizeof err)) {
-	case SL_CONFIG_EXIT:
-		return 0;
-	case SL_CONFIG_ERROR:
-		fprintf(stderr, "sluice: %s\n", err);
-		return 2;
-	case SL_CONFIG_RUN:
-		break;
+	case SL_CONFIG_EXIT: return 0;
+	case SL_CONFIG_ERROR: fprintf(stderr, "sluice: %s\n", err); return 2;
+	case SL_CONFIG_RUN: break;
 	}
 	sl_log_level = cfg.log_level;
 	signal(SIGPIPE, SIG_IGN);

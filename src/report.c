@@ -78,8 +78,8 @@ static json_t *hist_ms_json(const sl_hist_t *h)
 json_t *sl_report_health(const sl_snapshot_t *snap)
 {
 	return json_pack("{s:s, s:s, s:I, s:I}", "status", sl_snapshot_status(snap), "circuit_state",
-	                 sl_breaker_state_name(snap->breaker_state), "active", (json_int_t)snap->admit.active,
-	                 "queued", (json_int_t)snap->admit.queued);
+	                 sl_breaker_state_name(snap->breaker_state), "active", (json_int_t)snap->admit.active, "queued",
+	                 (json_int_t)snap->admit.queued);
 }
 
 static void do_timestamp(char *out, size_t len)
@@ -116,7 +116,8 @@ json_t *sl_report_json(const sl_snapshot_t *snap)
 	do_timestamp(ts, sizeof ts);
 	json_t *rejected_by = json_object();
 	for (int i = 0; i < SL_REJECT_COUNT; i++)
-		json_object_set_new(rejected_by, sl_reject_name((sl_reject_t)i), json_integer((json_int_t)m->rejected_by[i]));
+		json_object_set_new(rejected_by, sl_reject_name((sl_reject_t)i),
+		                    json_integer((json_int_t)m->rejected_by[i]));
 	json_t *config = sl_config_to_json(snap->cfg);
 	snprintf(target, sizeof target, "%s:%d", snap->cfg->target_host, snap->cfg->target_port);
 	json_object_set_new(config, "target", json_string(target));
@@ -126,19 +127,18 @@ json_t *sl_report_json(const sl_snapshot_t *snap)
 	    " s:{s:I}, s:o, s:o}",
 	    "status", sl_snapshot_status(snap), "timestamp", ts, "uptime_seconds", round3(snap->uptime_s), "requests",
 	    "total", (json_int_t)m->total, "success", (json_int_t)m->success, "failed", (json_int_t)m->failed,
-	    "rejected", (json_int_t)m->rejected, "timeouts", (json_int_t)m->timeouts, "retries",
-	    (json_int_t)m->retries, "circuit_open_rejections", (json_int_t)m->rejected_by[SL_REJECT_CIRCUIT_OPEN],
-	    "rejected_by", rejected_by, "success_rate", sl_snapshot_success_rate(snap), "throughput_rps",
-	    round3(throughput_rps(snap)), "latency_ms", hist_ms_json(&m->latency_us), "queue_wait_ms",
-	    hist_ms_json(&m->queue_wait_us), "concurrency", "active", (json_int_t)snap->admit.active, "max",
-	    (json_int_t)snap->admit.limit, "queued", (json_int_t)snap->admit.queued, "max_queue",
-	    (json_int_t)snap->admit.max_queue, "peak_active", (json_int_t)snap->admit.peak_active, "peak_queued",
-	    (json_int_t)snap->admit.peak_queued, "pool", "idle", (json_int_t)snap->pool_idle, "open",
-	    (json_int_t)snap->pool_open, "created", (json_int_t)snap->pool_created, "reused",
-	    (json_int_t)snap->pool_reused, "circuit_breaker", "state", sl_breaker_state_name(snap->breaker_state),
-	    "consecutive_failures", (json_int_t)snap->consecutive_failures, "opened_total",
-	    (json_int_t)snap->breaker_opened_total, "connections", "clients", (json_int_t)snap->connections,
-	    "config", config, "metrics", legacy_json(snap));
+	    "rejected", (json_int_t)m->rejected, "timeouts", (json_int_t)m->timeouts, "retries", (json_int_t)m->retries,
+	    "circuit_open_rejections", (json_int_t)m->rejected_by[SL_REJECT_CIRCUIT_OPEN], "rejected_by", rejected_by,
+	    "success_rate", sl_snapshot_success_rate(snap), "throughput_rps", round3(throughput_rps(snap)),
+	    "latency_ms", hist_ms_json(&m->latency_us), "queue_wait_ms", hist_ms_json(&m->queue_wait_us), "concurrency",
+	    "active", (json_int_t)snap->admit.active, "max", (json_int_t)snap->admit.limit, "queued",
+	    (json_int_t)snap->admit.queued, "max_queue", (json_int_t)snap->admit.max_queue, "peak_active",
+	    (json_int_t)snap->admit.peak_active, "peak_queued", (json_int_t)snap->admit.peak_queued, "pool", "idle",
+	    (json_int_t)snap->pool_idle, "open", (json_int_t)snap->pool_open, "created", (json_int_t)snap->pool_created,
+	    "reused", (json_int_t)snap->pool_reused, "circuit_breaker", "state",
+	    sl_breaker_state_name(snap->breaker_state), "consecutive_failures", (json_int_t)snap->consecutive_failures,
+	    "opened_total", (json_int_t)snap->breaker_opened_total, "connections", "clients",
+	    (json_int_t)snap->connections, "config", config, "metrics", legacy_json(snap));
 }
 
 /* ---- Prometheus ------------------------------------------------------------ */
@@ -188,13 +188,15 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 	do_sample(out, "sluice_requests_total", "outcome=\"success\"", (double)m->success);
 	do_sample(out, "sluice_requests_total", "outcome=\"failed\"", (double)m->failed);
 	do_sample(out, "sluice_requests_total", "outcome=\"rejected\"", (double)m->rejected);
-	do_family(out, "sluice_rejections_total", "counter", "Requests answered 503 without reaching the upstream, by reason.");
+	do_family(out, "sluice_rejections_total", "counter",
+	          "Requests answered 503 without reaching the upstream, by reason.");
 	for (int i = 0; i < SL_REJECT_COUNT; i++) {
 		char label[48];
 		snprintf(label, sizeof label, "reason=\"%s\"", sl_reject_name((sl_reject_t)i));
 		do_sample(out, "sluice_rejections_total", label, (double)m->rejected_by[i]);
 	}
-	do_metric(out, "sluice_timeouts_total", "counter", "Requests answered 504 Gateway Timeout.", (double)m->timeouts);
+	do_metric(out, "sluice_timeouts_total", "counter", "Requests answered 504 Gateway Timeout.",
+	          (double)m->timeouts);
 	do_metric(out, "sluice_retries_total", "counter", "Extra upstream attempts made after a failed one.",
 	          (double)m->retries);
 	do_histogram(out, "sluice_request_duration_seconds",
@@ -205,10 +207,12 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 	          (double)snap->admit.active);
 	do_metric(out, "sluice_max_concurrent_requests", "gauge", "The admission limit.", (double)snap->admit.limit);
 	do_metric(out, "sluice_queued_requests", "gauge", "Requests waiting for a slot.", (double)snap->admit.queued);
-	do_metric(out, "sluice_max_queue_size", "gauge", "Places in the admission queue.", (double)snap->admit.max_queue);
+	do_metric(out, "sluice_max_queue_size", "gauge", "Places in the admission queue.",
+	          (double)snap->admit.max_queue);
 	do_metric(out, "sluice_peak_active_requests", "gauge", "Most slots held at once since start.",
 	          (double)snap->admit.peak_active);
-	do_metric(out, "sluice_peak_queued_requests", "gauge", "Longest queue since start.", (double)snap->admit.peak_queued);
+	do_metric(out, "sluice_peak_queued_requests", "gauge", "Longest queue since start.",
+	          (double)snap->admit.peak_queued);
 	do_metric(out, "sluice_pool_idle_connections", "gauge", "Idle upstream connections kept for reuse.",
 	          (double)snap->pool_idle);
 	do_metric(out, "sluice_pool_open_connections", "gauge", "Open upstream connections, idle or busy.",

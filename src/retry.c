@@ -21,10 +21,8 @@ bool sl_retry_is_idempotent(int method)
 	case HTTP_OPTIONS:
 	case HTTP_PUT:
 	case HTTP_DELETE:
-	case HTTP_TRACE:
-		return true;
-	default:
-		return false;
+	case HTTP_TRACE: return true;
+	default: return false;
 	}
 }
 
@@ -49,10 +47,8 @@ static bool never_delivered(const sl_attempt_t *a)
 	switch (a->kind) {
 	case SL_UP_RESOLVE:
 	case SL_UP_CONNECT:
-	case SL_UP_CONNECT_TIMEOUT:
-		return true;
-	default:
-		return !a->request_written;
+	case SL_UP_CONNECT_TIMEOUT: return true;
+	default: return !a->request_written;
 	}
 }
 

@@ -23,15 +23,15 @@
 #include "upstream.h"
 
 typedef struct sl_attempt {
-	sl_up_error_t kind;     /* what failed */
-	int status;             /* the upstream's status, for SL_UP_ERROR_STATUS */
-	bool reused;            /* the connection came from the pool */
-	bool request_written;   /* some request byte may have reached the upstream */
-	bool response_relayed;  /* some response byte reached the client */
-	bool idempotent;        /* the method may be repeated */
-	bool body_replayable;   /* every request body byte consumed so far is still held */
-	bool stale_retry_used;  /* the free stale-connection retry was taken */
-	int retries_done;       /* retries already made (backoff attempts) */
+	sl_up_error_t kind;    /* what failed */
+	int status;            /* the upstream's status, for SL_UP_ERROR_STATUS */
+	bool reused;           /* the connection came from the pool */
+	bool request_written;  /* some request byte may have reached the upstream */
+	bool response_relayed; /* some response byte reached the client */
+	bool idempotent;       /* the method may be repeated */
+	bool body_replayable;  /* every request body byte consumed so far is still held */
+	bool stale_retry_used; /* the free stale-connection retry was taken */
+	int retries_done;      /* retries already made (backoff attempts) */
 } sl_attempt_t;
 
 typedef enum {

@@ -36,9 +36,9 @@ struct sl_upconn {
 	sl_list_t all_link;
 	sl_http1_t parser;
 	up_state_t state;
-	int handles; /* handles still open: tcp, timer */
-	uint64_t last_read;  /* loop ms of the last response bytes (or request end) */
-	uint64_t last_write; /* loop ms of the last write progress */
+	int handles;             /* handles still open: tcp, timer */
+	uint64_t last_read;      /* loop ms of the last response bytes (or request end) */
+	uint64_t last_write;     /* loop ms of the last write progress */
 	sl_up_failure_t pending; /* a failure waiting to be reported */
 	bool has_pending;
 	bool reused;
@@ -46,16 +46,16 @@ struct sl_upconn {
 	bool request_done;
 	bool response_started;
 	bool response_done;
-	bool paused; /* client backpressure: not reading */
+	bool paused;           /* client backpressure: not reading */
 	sl_up_expect_t expect; /* what the response looks like */
-	bool tunnel;          /* CONNECT succeeded: bytes are relayed raw */
-	bool shut;            /* tunnel: our write side is shut down */
+	bool tunnel;           /* CONNECT succeeded: bytes are relayed raw */
+	bool shut;             /* tunnel: our write side is shut down */
 	uv_shutdown_t shutdown_req;
 	bool extra_bytes; /* bytes after the response: connection unusable */
 	bool tcp_open;
-	bool warming; /* opened by sl_upstream_keep_warm, for the pool */
-	int addr_tries; /* addresses of the target tried by this connect */
-	bool replacing; /* the socket of a failed address is closing */
+	bool warming;     /* opened by sl_upstream_keep_warm, for the pool */
+	int addr_tries;   /* addresses of the target tried by this connect */
+	bool replacing;   /* the socket of a failed address is closing */
 	int error_status; /* a 502/503/504 the client declined, to retry */
 };
 
@@ -64,8 +64,8 @@ static void do_close(sl_upconn_t *up);
 
 const char *sl_up_error_name(sl_up_error_t kind)
 {
-	static const char *const names[] = {"resolve", "connect", "connect_timeout", "write", "write_timeout",
-	                                    "closed", "read_timeout", "bad_response", "truncated", "error_status"};
+	static const char *const names[] = {"resolve", "connect",      "connect_timeout", "write",     "write_timeout",
+	                                    "closed",  "read_timeout", "bad_response",    "truncated", "error_status"};
 	return names[kind];
 }
 
@@ -146,9 +146,7 @@ static void on_timer(uv_timer_t *t)
 	}
 	switch (up->state) {
 	case UP_RESOLVING:
-	case UP_CONNECTING:
-		do_fail(up, SL_UP_CONNECT_TIMEOUT, UV_ETIMEDOUT);
-		break;
+	case UP_CONNECTING: do_fail(up, SL_UP_CONNECT_TIMEOUT, UV_ETIMEDOUT); break;
 	case UP_IDLE:
 		if (now - up->last_read >= sl_config_ms(cfg->pool_idle_timeout))
 			do_close(up);
@@ -171,8 +169,7 @@ static void on_timer(uv_timer_t *t)
 			         up->response_started ? SL_UP_TRUNCATED : SL_UP_READ_TIMEOUT);
 		}
 		break;
-	case UP_CLOSING:
-		break;
+	case UP_CLOSING: break;
 	}
 }
 
@@ -333,7 +330,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		up->tunnel = true;
 		sl_client_t *c = up->client;
 		sl_client_on_tunnel_open(c);
-		if (consumed < (size_t)nread && up->client == c && sl_client_on_upstream_body(c, buf->base + consumed, (size_t)nread - consumed))
+		if (consumed < (size_t)nread && up->client == c &&
+		    sl_client_on_upstream_body(c, buf->base + consumed, (size_t)nread - consumed))
 			sl_upstream_pause(up);
 		return;
 	}

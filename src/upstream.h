@@ -42,11 +42,11 @@ typedef enum {
 
 typedef struct sl_up_failure {
 	sl_up_error_t kind;
-	int uv_err;             /* the libuv error behind it, or 0 */
-	bool reused;            /* the connection came from the pool */
-	bool request_written;   /* some request byte may have reached the upstream */
-	bool response_started;  /* some response byte arrived */
-	int status;             /* for SL_UP_ERROR_STATUS */
+	int uv_err;            /* the libuv error behind it, or 0 */
+	bool reused;           /* the connection came from the pool */
+	bool request_written;  /* some request byte may have reached the upstream */
+	bool response_started; /* some response byte arrived */
+	int status;            /* for SL_UP_ERROR_STATUS */
 } sl_up_failure_t;
 
 const char *sl_up_error_name(sl_up_error_t kind);

@@ -43,23 +43,23 @@ typedef struct sl_worker {
 	int listen_fd, admin_fd; /* bound by main, opened into the loop by the worker */
 	uv_tcp_t listener, admin_listener;
 	bool has_listener, has_admin;
-	uv_async_t wake; /* main -> worker: shutdown phases */
-	uv_timer_t warm_timer; /* keeps pool_connections open */
-	uint32_t warm_target;  /* this worker's share of pool_connections */
-	uint32_t warming;      /* warm connections still connecting */
+	uv_async_t wake;              /* main -> worker: shutdown phases */
+	uv_timer_t warm_timer;        /* keeps pool_connections open */
+	uint32_t warm_target;         /* this worker's share of pool_connections */
+	uint32_t warming;             /* warm connections still connecting */
 	sl_admit_inbox_t admit_inbox; /* slots handed to this worker's queued requests */
 	sl_pool_t pool;
 	sl_resolver_t resolver;
 	sl_list_t clients; /* every open client connection */
 	sl_list_t upconns; /* every open upstream connection */
 	uint32_t nclients;
-	bool draining; /* stop accepting, finish in-flight requests */
-	bool stopping; /* close everything now */
-	bool closed;   /* loop handles closed, loop is ending */
+	bool draining;  /* stop accepting, finish in-flight requests */
+	bool stopping;  /* close everything now */
+	bool closed;    /* loop handles closed, loop is ending */
 	char *read_buf; /* shared by upstream connections: parsed in full on each read */
 	sl_metrics_t metrics;
 	sl_access_log_t access_log;
-	uint64_t rng; /* xorshift state for retry jitter */
+	uint64_t rng;                  /* xorshift state for retry jitter */
 	char *free_bufs[SL_FREE_BUFS]; /* client input buffers, for reuse */
 	int nfree_bufs;
 } sl_worker_t;
@@ -68,14 +68,14 @@ struct sl_server {
 	sl_config_t *cfg; /* the settings in force: read with sl_server_config() */
 	int nworkers;
 	sl_worker_t *workers;
-	uint64_t start_ms;             /* uv_hrtime at start, in ms */
-	atomic_int connections;        /* client connections held, all workers */
-	sl_admit_t admit;              /* slots and queue, all workers */
-	sl_breaker_t breaker;          /* the circuit breaker, all workers */
-	atomic_int shutdown_phase;     /* 0 running, 1 draining, 2 stopping */
+	uint64_t start_ms;         /* uv_hrtime at start, in ms */
+	atomic_int connections;    /* client connections held, all workers */
+	sl_admit_t admit;          /* slots and queue, all workers */
+	sl_breaker_t breaker;      /* the circuit breaker, all workers */
+	atomic_int shutdown_phase; /* 0 running, 1 draining, 2 stopping */
 	atomic_int workers_exited;
-	int access_log_fd; /* -1: no access log */
-	uv_async_t *worker_exited;     /* worker -> main */
+	int access_log_fd;         /* -1: no access log */
+	uv_async_t *worker_exited; /* worker -> main */
 };
 
 /* The settings in force (SIGHUP may replace them; any thread). */

@@ -21,7 +21,8 @@ static int on_head(sl_http1_t *p)
 	s->heads++;
 	s->out.len = 0;
 	if (p->is_request)
-		sl_http1_build_request(&p->msg, "127.0.0.1", p->msg.chunked ? SL_FRAME_CHUNKED : SL_FRAME_AS_IS, &s->out);
+		sl_http1_build_request(&p->msg, "127.0.0.1", p->msg.chunked ? SL_FRAME_CHUNKED : SL_FRAME_AS_IS,
+		                       &s->out);
 	else
 		sl_http1_build_response(&p->msg, &p->msg, SL_FRAME_CHUNKED, s->heads & 1, &s->out);
 	return (s->heads % 3) == 0 ? SL_HTTP1_PAUSE : SL_HTTP1_CONTINUE;

@@ -244,9 +244,7 @@ static void stress_main(void *arg)
 	stress_t *t = arg;
 	for (int i = 0; i < STRESS_ROUNDS; i++) {
 		switch (sl_admit_acquire(t->admit, &t->w, &t->inbox, on_stress)) {
-		case SL_ADMIT_GRANTED:
-			do_hold(t);
-			break;
+		case SL_ADMIT_GRANTED: do_hold(t); break;
 		case SL_ADMIT_QUEUED:
 			t->queued++;
 			t->got = false;
@@ -261,9 +259,7 @@ static void stress_main(void *arg)
 				uv_run(&t->loop, UV_RUN_ONCE);
 			do_hold(t);
 			break;
-		default:
-			t->full++;
-			break;
+		default: t->full++; break;
 		}
 	}
 }

@@ -91,8 +91,7 @@ static void expect_file_error(const char *text, const char *want)
 	char *path = write_temp(text);
 	sl_config_t cfg;
 	char err[512], full[1024];
-	assert_int_equal(load(&cfg, err, "--config", path, "--target-host", "up", NULL),
-	                 SL_CONFIG_ERROR);
+	assert_int_equal(load(&cfg, err, "--config", path, "--target-host", "up", NULL), SL_CONFIG_ERROR);
 	snprintf(full, sizeof full, "config file %s: %s", path, want);
 	assert_string_equal(err, full);
 	sl_config_dispose(&cfg);
@@ -179,14 +178,13 @@ static void test_every_option_on_the_command_line(void **state)
 {
 	sl_config_t cfg;
 	char err[512];
-	assert_int_equal(
-	    load(&cfg, err, "--listen-host", "127.0.0.1", "--listen-port=9090", "--target-host=u",
-	         "--target-port", "3128", "--connect-timeout", "1.5", "--read-timeout=300",
-	         "--write-timeout", "0.25", "--max-concurrent-requests", "7", "--max-queue-size", "0",
-	         "--queue-timeout", "2", "--pool-maxsize", "9", "--pool-idle-timeout", "5",
-	         "--pool-connections", "9", "--max-retries", "0", "--retry-backoff-factor", "0",
-	         "--retry-backoff-max", "1", "--retry-buffer-size", "0", NULL),
-	    SL_CONFIG_RUN);
+	assert_int_equal(load(&cfg, err, "--listen-host", "127.0.0.1", "--listen-port=9090", "--target-host=u",
+	                      "--target-port", "3128", "--connect-timeout", "1.5", "--read-timeout=300",
+	                      "--write-timeout", "0.25", "--max-concurrent-requests", "7", "--max-queue-size", "0",
+	                      "--queue-timeout", "2", "--pool-maxsize", "9", "--pool-idle-timeout", "5",
+	                      "--pool-connections", "9", "--max-retries", "0", "--retry-backoff-factor", "0",
+	                      "--retry-backoff-max", "1", "--retry-buffer-size", "0", NULL),
+	                 SL_CONFIG_RUN);
 	assert_string_equal(cfg.listen_host, "127.0.0.1");
 	assert_int_equal(cfg.listen_port, 9090);
 	assert_string_equal(cfg.target_host, "u");
@@ -208,10 +206,9 @@ static void test_every_option_on_the_command_line(void **state)
 
 	assert_int_equal(load(&cfg, err, "--target-host", "u", "--circuit-breaker-threshold", "3",
 	                      "--circuit-breaker-timeout", "0.5", "--client-header-timeout", "4",
-	                      "--client-idle-timeout", "6", "--max-header-size", "1024",
-	                      "--max-body-size", "10000000000", "--max-connections", "1", "--workers",
-	                      "256", "--admin-port", "9091", "--shutdown-timeout", "0", "--access-log",
-	                      "-", "--log-level", "debug", NULL),
+	                      "--client-idle-timeout", "6", "--max-header-size", "1024", "--max-body-size",
+	                      "10000000000", "--max-connections", "1", "--workers", "256", "--admin-port", "9091",
+	                      "--shutdown-timeout", "0", "--access-log", "-", "--log-level", "debug", NULL),
 	                 SL_CONFIG_RUN);
 	assert_int_equal(cfg.circuit_breaker_threshold, 3);
 	assert_true(cfg.circuit_breaker_timeout == 0.5);
@@ -232,16 +229,15 @@ static void test_aliases_and_equals_form(void **state)
 {
 	sl_config_t cfg;
 	char err[512];
-	assert_int_equal(load(&cfg, err, "--target-host=u", "--max-concurrent", "11",
-	                      "--retry-backoff=0.75", NULL),
+	assert_int_equal(load(&cfg, err, "--target-host=u", "--max-concurrent", "11", "--retry-backoff=0.75", NULL),
 	                 SL_CONFIG_RUN);
 	assert_int_equal(cfg.max_concurrent_requests, 11);
 	assert_true(cfg.retry_backoff_factor == 0.75);
 	sl_config_dispose(&cfg);
 
 	/* Repeated options: the last one wins, whichever spelling it uses. */
-	assert_int_equal(load(&cfg, err, "--target-host", "a", "--max-concurrent-requests=3",
-	                      "--max-concurrent=4", "--target-host", "b", NULL),
+	assert_int_equal(load(&cfg, err, "--target-host", "a", "--max-concurrent-requests=3", "--max-concurrent=4",
+	                      "--target-host", "b", NULL),
 	                 SL_CONFIG_RUN);
 	assert_int_equal(cfg.max_concurrent_requests, 4);
 	assert_string_equal(cfg.target_host, "b");
@@ -251,8 +247,7 @@ static void test_aliases_and_equals_form(void **state)
 static void test_missing_target(void **state)
 {
 	expect_error("--target-host is required (the upstream to forward to)", NULL);
-	expect_error("--target-host is required (the upstream to forward to)", "--listen-port", "1",
-	             NULL);
+	expect_error("--target-host is required (the upstream to forward to)", "--listen-port", "1", NULL);
 	expect_error("--target-host must be a non-empty string, got \"\"", "--target-host=", NULL);
 }
 
@@ -262,8 +257,8 @@ static void test_unknown_and_positional(void **state)
 	expect_error("unknown option --bogus (see --help)", "--bogus=1", "--target-host", "u", NULL);
 	expect_error("unknown option -x (see --help)", "-x", NULL);
 	expect_error("unknown option --max_queue_size (see --help)", "--max_queue_size", "1", NULL);
-	expect_error("unexpected argument \"up\": options start with -- (see --help)", "--target-host",
-	             "u", "up", NULL);
+	expect_error("unexpected argument \"up\": options start with -- (see --help)", "--target-host", "u", "up",
+	             NULL);
 	expect_error("unexpected argument \"--\": options start with -- (see --help)", "--", NULL);
 	expect_error("--check-config takes no value", "--target-host", "u", "--check-config=yes", NULL);
 	/* Messages stay one line and short whatever was typed. */
@@ -271,41 +266,36 @@ static void test_unknown_and_positional(void **state)
 	expect_error("--log-level must be one of error, warn, info, debug, got "
 	             "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...\"",
 	             "--target-host", "u", "--log-level",
-	             "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	             NULL);
+	             "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", NULL);
 }
 
 static void test_missing_value(void **state)
 {
-	expect_error("--read-timeout needs a value (a number of seconds between 0.001 and 86400)",
-	             "--target-host", "u", "--read-timeout", NULL);
-	expect_error("--workers needs a value (an integer between 1 and 256)", "--workers",
-	             "--target-host", "u", NULL);
-	expect_error("--config needs a value (a non-empty string)", "--target-host", "u", "--config",
-	             NULL);
+	expect_error("--read-timeout needs a value (a number of seconds between 0.001 and 86400)", "--target-host", "u",
+	             "--read-timeout", NULL);
+	expect_error("--workers needs a value (an integer between 1 and 256)", "--workers", "--target-host", "u", NULL);
+	expect_error("--config needs a value (a non-empty string)", "--target-host", "u", "--config", NULL);
 }
 
 static void test_bad_durations(void **state)
 {
-	const char *bad[] = {"abc", "10s", "", " 10", "inf", "nan", "0x10", "0", "-1", "86400.5",
-	                     "1e9", "0.0009"};
+	const char *bad[] = {"abc", "10s", "", " 10", "inf", "nan", "0x10", "0", "-1", "86400.5", "1e9", "0.0009"};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		char want[256], arg[64];
 		snprintf(want, sizeof want,
-		         "--read-timeout must be a number of seconds between 0.001 and 86400, got \"%s\"",
-		         bad[i]);
+		         "--read-timeout must be a number of seconds between 0.001 and 86400, got \"%s\"", bad[i]);
 		snprintf(arg, sizeof arg, "--read-timeout=%s", bad[i]);
 		expect_error(want, "--target-host", "u", arg, NULL);
 	}
 	/* Where 0 means "do not wait", 0 is fine but negative is not. */
-	expect_error("--shutdown-timeout must be a number of seconds between 0 and 86400, got \"-1\"",
-	             "--target-host", "u", "--shutdown-timeout", "-1", NULL);
-	expect_error("--retry-backoff must be a number of seconds between 0 and 86400, got \"x\"",
-	             "--target-host", "u", "--retry-backoff", "x", NULL);
+	expect_error("--shutdown-timeout must be a number of seconds between 0 and 86400, got \"-1\"", "--target-host",
+	             "u", "--shutdown-timeout", "-1", NULL);
+	expect_error("--retry-backoff must be a number of seconds between 0 and 86400, got \"x\"", "--target-host", "u",
+	             "--retry-backoff", "x", NULL);
 	sl_config_t cfg;
 	char err[512];
-	assert_int_equal(load(&cfg, err, "--target-host", "u", "--read-timeout", "86400",
-	                      "--connect-timeout", "1e-3", "--write-timeout", "2.5e1", NULL),
+	assert_int_equal(load(&cfg, err, "--target-host", "u", "--read-timeout", "86400", "--connect-timeout", "1e-3",
+	                      "--write-timeout", "2.5e1", NULL),
 	                 SL_CONFIG_RUN);
 	assert_true(cfg.read_timeout == 86400);
 	assert_true(cfg.connect_timeout == 0.001);
@@ -315,24 +305,24 @@ static void test_bad_durations(void **state)
 
 static void test_bad_integers(void **state)
 {
-	expect_error("--workers must be an integer between 1 and 256, got \"0\"", "--target-host", "u",
-	             "--workers", "0", NULL);
-	expect_error("--workers must be an integer between 1 and 256, got \"257\"", "--target-host",
-	             "u", "--workers", "257", NULL);
-	expect_error("--workers must be an integer between 1 and 256, got \"1.5\"", "--target-host",
-	             "u", "--workers", "1.5", NULL);
-	expect_error("--workers must be an integer between 1 and 256, got \"4x\"", "--target-host",
-	             "u", "--workers", "4x", NULL);
-	expect_error("--max-concurrent must be an integer between 1 and 1000000, got \"0\"",
-	             "--target-host", "u", "--max-concurrent", "0", NULL);
-	expect_error("--max-queue-size must be an integer between 0 and 1000000, got \"-1\"",
-	             "--target-host", "u", "--max-queue-size", "-1", NULL);
-	expect_error("--max-retries must be an integer between 0 and 10, got \"11\"", "--target-host",
-	             "u", "--max-retries", "11", NULL);
-	expect_error("--listen-port must be a port number between 1 and 65535, got \"0\"",
-	             "--target-host", "u", "--listen-port", "0", NULL);
-	expect_error("--target-port must be a port number between 1 and 65535, got \"65536\"",
-	             "--target-host", "u", "--target-port", "65536", NULL);
+	expect_error("--workers must be an integer between 1 and 256, got \"0\"", "--target-host", "u", "--workers",
+	             "0", NULL);
+	expect_error("--workers must be an integer between 1 and 256, got \"257\"", "--target-host", "u", "--workers",
+	             "257", NULL);
+	expect_error("--workers must be an integer between 1 and 256, got \"1.5\"", "--target-host", "u", "--workers",
+	             "1.5", NULL);
+	expect_error("--workers must be an integer between 1 and 256, got \"4x\"", "--target-host", "u", "--workers",
+	             "4x", NULL);
+	expect_error("--max-concurrent must be an integer between 1 and 1000000, got \"0\"", "--target-host", "u",
+	             "--max-concurrent", "0", NULL);
+	expect_error("--max-queue-size must be an integer between 0 and 1000000, got \"-1\"", "--target-host", "u",
+	             "--max-queue-size", "-1", NULL);
+	expect_error("--max-retries must be an integer between 0 and 10, got \"11\"", "--target-host", "u",
+	             "--max-retries", "11", NULL);
+	expect_error("--listen-port must be a port number between 1 and 65535, got \"0\"", "--target-host", "u",
+	             "--listen-port", "0", NULL);
+	expect_error("--target-port must be a port number between 1 and 65535, got \"65536\"", "--target-host", "u",
+	             "--target-port", "65536", NULL);
 	expect_error("--max-header-size must be a number of bytes between 1024 and 1048576, got "
 	             "\"1023\"",
 	             "--target-host", "u", "--max-header-size", "1023", NULL);
@@ -342,22 +332,22 @@ static void test_bad_integers(void **state)
 	expect_error("--max-body-size must be a number of bytes, 0 or more, got "
 	             "\"99999999999999999999\"",
 	             "--target-host", "u", "--max-body-size", "99999999999999999999", NULL);
-	expect_error("--max-connections must be an integer between 1 and 1000000, got \"0\"",
-	             "--target-host", "u", "--max-connections", "0", NULL);
-	expect_error("--admin-port must be a port number between 1 and 65535, got \"0\"",
-	             "--target-host", "u", "--admin-port", "0", NULL);
-	expect_error("--log-level must be one of error, warn, info, debug, got \"verbose\"",
-	             "--target-host", "u", "--log-level", "verbose", NULL);
+	expect_error("--max-connections must be an integer between 1 and 1000000, got \"0\"", "--target-host", "u",
+	             "--max-connections", "0", NULL);
+	expect_error("--admin-port must be a port number between 1 and 65535, got \"0\"", "--target-host", "u",
+	             "--admin-port", "0", NULL);
+	expect_error("--log-level must be one of error, warn, info, debug, got \"verbose\"", "--target-host", "u",
+	             "--log-level", "verbose", NULL);
 }
 
 static void test_across_options(void **state)
 {
-	expect_error("--pool-connections (51) must not exceed --pool-maxsize (50)", "--target-host",
-	             "u", "--pool-connections", "51", NULL);
-	expect_error("--admin-port must differ from --listen-port (both are 8080)", "--target-host",
-	             "u", "--admin-port", "8080", NULL);
-	expect_error("--admin-port must differ from --listen-port (both are 9000)", "--target-host",
-	             "u", "--admin-port", "9000", "--listen-port", "9000", NULL);
+	expect_error("--pool-connections (51) must not exceed --pool-maxsize (50)", "--target-host", "u",
+	             "--pool-connections", "51", NULL);
+	expect_error("--admin-port must differ from --listen-port (both are 8080)", "--target-host", "u",
+	             "--admin-port", "8080", NULL);
+	expect_error("--admin-port must differ from --listen-port (both are 9000)", "--target-host", "u",
+	             "--admin-port", "9000", "--listen-port", "9000", NULL);
 }
 
 /* ---- config file ---- */
@@ -379,8 +369,7 @@ static void test_file_then_command_line(void **state)
 	sl_config_t cfg;
 	char err[512];
 	/* --config last: the command line still wins whatever its order. */
-	assert_int_equal(load(&cfg, err, "--max-queue-size", "5", "--read-timeout=7", "--config", path,
-	                      NULL),
+	assert_int_equal(load(&cfg, err, "--max-queue-size", "5", "--read-timeout=7", "--config", path, NULL),
 	                 SL_CONFIG_RUN);
 	assert_string_equal(cfg.config_file, path);
 	assert_string_equal(cfg.target_host, "from-file");
@@ -408,16 +397,12 @@ static void test_file_errors(void **state)
 	expect_file_error("[1, 2]", "the top level must be a JSON object");
 	expect_file_error("{\"bogus\": 1}", "unknown key \"bogus\"");
 	expect_file_error("{\"max-queue-size\": 1}", "unknown key \"max-queue-size\"");
-	expect_file_error("{\"config\": \"/etc/other.json\"}",
-	                  "\"config\" can only be given on the command line");
-	expect_file_error("{\"check_config\": true}",
-	                  "\"check_config\" can only be given on the command line");
+	expect_file_error("{\"config\": \"/etc/other.json\"}", "\"config\" can only be given on the command line");
+	expect_file_error("{\"check_config\": true}", "\"check_config\" can only be given on the command line");
 	expect_file_error("{\"max_concurrent\": 1, \"max_concurrent_requests\": 2}",
 	                  "\"max_concurrent\" and \"max_concurrent_requests\" set the same option");
-	expect_file_error("{\"workers\": 1.5}",
-	                  "workers (--workers) must be an integer between 1 and 256, got 1.5");
-	expect_file_error("{\"workers\": 2.0}",
-	                  "workers (--workers) must be an integer between 1 and 256, got 2.0");
+	expect_file_error("{\"workers\": 1.5}", "workers (--workers) must be an integer between 1 and 256, got 1.5");
+	expect_file_error("{\"workers\": 2.0}", "workers (--workers) must be an integer between 1 and 256, got 2.0");
 	expect_file_error("{\"listen_port\": \"8080\"}", "listen_port (--listen-port) must be a port "
 	                                                 "number between 1 and 65535, got \"8080\"");
 	expect_file_error("{\"listen_port\": null}", "listen_port (--listen-port) must be a port "
@@ -428,8 +413,7 @@ static void test_file_errors(void **state)
 	expect_file_error("{\"read_timeout\": 0}",
 	                  "read_timeout (--read-timeout) must be a number of seconds between 0.001 and "
 	                  "86400, got 0");
-	expect_file_error("{\"target_host\": 5}",
-	                  "target_host (--target-host) must be a non-empty string, got 5");
+	expect_file_error("{\"target_host\": 5}", "target_host (--target-host) must be a non-empty string, got 5");
 	expect_file_error("{\"target_host\": null}",
 	                  "target_host (--target-host) must be a non-empty string, got null");
 	expect_file_error("{\"log_level\": \"loud\"}", "log_level (--log-level) must be one of error, "
@@ -444,10 +428,9 @@ static void test_file_errors(void **state)
 
 static void test_file_unreadable(void **state)
 {
-	expect_error("cannot read config file /nonexistent/sluice.json: No such file or directory",
-	             "--config", "/nonexistent/sluice.json", "--target-host", "u", NULL);
-	expect_error("cannot read config file /tmp: Is a directory", "--config=/tmp", "--target-host",
-	             "u", NULL);
+	expect_error("cannot read config file /nonexistent/sluice.json: No such file or directory", "--config",
+	             "/nonexistent/sluice.json", "--target-host", "u", NULL);
+	expect_error("cannot read config file /tmp: Is a directory", "--config=/tmp", "--target-host", "u", NULL);
 }
 
 static void test_pool_connections_across_layers(void **state)
@@ -455,11 +438,9 @@ static void test_pool_connections_across_layers(void **state)
 	char *path = write_temp("{\"target_host\": \"u\", \"pool_connections\": 20}");
 	sl_config_t cfg;
 	char err[512];
-	assert_int_equal(load(&cfg, err, "--config", path, "--pool-maxsize", "10", NULL),
-	                 SL_CONFIG_ERROR);
+	assert_int_equal(load(&cfg, err, "--config", path, "--pool-maxsize", "10", NULL), SL_CONFIG_ERROR);
 	assert_string_equal(err, "--pool-connections (20) must not exceed --pool-maxsize (10)");
-	assert_int_equal(load(&cfg, err, "--config", path, "--pool-maxsize", "20", NULL),
-	                 SL_CONFIG_RUN);
+	assert_int_equal(load(&cfg, err, "--config", path, "--pool-maxsize", "20", NULL), SL_CONFIG_RUN);
 	assert_int_equal(cfg.pool_connections, 20);
 	sl_config_dispose(&cfg);
 	drop_temp(path);
@@ -518,8 +499,8 @@ static void test_to_json_round_trip(void **state)
 	                        "5000000000, \"access_log\": \"-\", \"log_level\": \"debug\"}");
 	sl_config_t first, second;
 	char err[512];
-	assert_int_equal(load(&first, err, "--config", path, "--admin-port", "9999", "--write-timeout",
-	                      "1.1", "--workers", "3", NULL),
+	assert_int_equal(load(&first, err, "--config", path, "--admin-port", "9999", "--write-timeout", "1.1",
+	                      "--workers", "3", NULL),
 	                 SL_CONFIG_RUN);
 	json_t *obj = sl_config_to_json(&first);
 	assert_non_null(obj);
@@ -576,10 +557,18 @@ static void test_help_and_version(void **state)
 	sl_config_result_t r;
 	const char *out = capture_stdout(&r, "--help", NULL);
 	assert_int_equal(r, SL_CONFIG_EXIT);
-	const char *flags[] = {"--config FILE", "--target-host HOST", "--max-concurrent-requests N",
-	                       "alias --max-concurrent", "alias --retry-backoff",
-	                       "--retry-buffer-size BYTES", "[default 65536]", "--check-config",
-	                       "-h, --help", "-V, --version", "[required]", "the number of CPUs"};
+	const char *flags[] = {"--config FILE",
+	                       "--target-host HOST",
+	                       "--max-concurrent-requests N",
+	                       "alias --max-concurrent",
+	                       "alias --retry-backoff",
+	                       "--retry-buffer-size BYTES",
+	                       "[default 65536]",
+	                       "--check-config",
+	                       "-h, --help",
+	                       "-V, --version",
+	                       "[required]",
+	                       "the number of CPUs"};
 	for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
 		if (!strstr(out, flags[i]))
 			fail_msg("--help lacks \"%s\":\n%s", flags[i], out);
@@ -605,8 +594,7 @@ static void test_help_and_version(void **state)
 static void test_check_config(void **state)
 {
 	sl_config_result_t r;
-	const char *out = capture_stdout(&r, "--target-host", "u", "--check-config", "--read-timeout",
-	                                 "0.1", NULL);
+	const char *out = capture_stdout(&r, "--target-host", "u", "--check-config", "--read-timeout", "0.1", NULL);
 	assert_int_equal(r, SL_CONFIG_EXIT);
 	const char *head = "sluice: configuration OK\n";
 	assert_true(strncmp(out, head, strlen(head)) == 0);

@@ -217,16 +217,16 @@ static void test_merge(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_empty),
-		cmocka_unit_test(test_exact_small_values),
-		cmocka_unit_test(test_counts_exact),
-		cmocka_unit_test(test_uniform_percentiles),
-		cmocka_unit_test(test_exponential_percentiles),
-		cmocka_unit_test(test_relative_error_everywhere),
-		cmocka_unit_test(test_min_max_mean),
-		cmocka_unit_test(test_clamping),
-		cmocka_unit_test(test_count_le_bounds),
-		cmocka_unit_test(test_merge),
+	    cmocka_unit_test(test_empty),
+	    cmocka_unit_test(test_exact_small_values),
+	    cmocka_unit_test(test_counts_exact),
+	    cmocka_unit_test(test_uniform_percentiles),
+	    cmocka_unit_test(test_exponential_percentiles),
+	    cmocka_unit_test(test_relative_error_everywhere),
+	    cmocka_unit_test(test_min_max_mean),
+	    cmocka_unit_test(test_clamping),
+	    cmocka_unit_test(test_count_le_bounds),
+	    cmocka_unit_test(test_merge),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -136,7 +136,8 @@ static void test_head_limit(void **state)
 	sl_http1_t p;
 	counts_t c = {0};
 	sl_http1_init(&p, true, &cbs, &c, 64);
-	const char *text = "GET /a-rather-long-target HTTP/1.1\r\nHost: example\r\nX-Pad: 0123456789012345678901234567\r\n\r\n";
+	const char *text =
+	    "GET /a-rather-long-target HTTP/1.1\r\nHost: example\r\nX-Pad: 0123456789012345678901234567\r\n\r\n";
 	size_t n;
 	assert_int_equal(sl_http1_execute(&p, text, strlen(text), &n), SL_HTTP1_ERROR);
 	assert_int_equal(p.error_status, 431);
@@ -147,10 +148,11 @@ static void test_expect_and_framing_facts(void **state)
 {
 	sl_http1_t p;
 	counts_t c;
-	assert_int_equal(parse(&p, &c,
-	                       "POST /u HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nTransfer-Encoding: chunked\r\n\r\n"
-	                       "3\r\nabc\r\n0\r\n\r\n"),
-	                 0);
+	assert_int_equal(
+	    parse(&p, &c,
+	          "POST /u HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nTransfer-Encoding: chunked\r\n\r\n"
+	          "3\r\nabc\r\n0\r\n\r\n"),
+	    0);
 	assert_true(p.msg.expect_continue);
 	assert_true(p.msg.chunked);
 	assert_int_equal(p.msg.content_length, -1);
@@ -172,7 +174,8 @@ static bool has_name(const sl_buf_t *b, const char *name)
 {
 	size_t n = strlen(name);
 	for (size_t i = 0; i + n < b->len; i++)
-		if ((i == 0 || b->base[i - 1] == '\n') && strncasecmp(b->base + i, name, n) == 0 && b->base[i + n] == ':')
+		if ((i == 0 || b->base[i - 1] == '\n') && strncasecmp(b->base + i, name, n) == 0 &&
+		    b->base[i + n] == ':')
 			return true;
 	return false;
 }
@@ -181,12 +184,13 @@ static void test_request_head_rewrite(void **state)
 {
 	sl_http1_t p;
 	counts_t c;
-	assert_int_equal(parse(&p, &c,
-	                       "GET http://example.org/x?y=1 HTTP/1.1\r\nHost: example.org\r\nConnection: keep-alive, X-Secret\r\n"
-	                       "X-Secret: 1\r\nKeep-Alive: 300\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n"
-	                       "Upgrade: h2c\r\nX-Forwarded-For: 10.0.0.1\r\nVia: 1.1 edge\r\nX-Keep: yes\r\n"
-	                       "Trailer: X-T\r\n\r\n"),
-	                 0);
+	assert_int_equal(
+	    parse(&p, &c,
+	          "GET http://example.org/x?y=1 HTTP/1.1\r\nHost: example.org\r\nConnection: keep-alive, X-Secret\r\n"
+	          "X-Secret: 1\r\nKeep-Alive: 300\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n"
+	          "Upgrade: h2c\r\nX-Forwarded-For: 10.0.0.1\r\nVia: 1.1 edge\r\nX-Keep: yes\r\n"
+	          "Trailer: X-T\r\n\r\n"),
+	    0);
 	sl_buf_t out = {0};
 	sl_http1_build_request(&p.msg, "192.0.2.7", SL_FRAME_AS_IS, &out);
 	assert_memory_equal(out.base, "GET http://example.org/x?y=1 HTTP/1.1\r\n", 39);
@@ -195,8 +199,8 @@ static void test_request_head_rewrite(void **state)
 	assert_true(has_line(&out, "X-Forwarded-For: 10.0.0.1, 192.0.2.7"));
 	assert_true(has_line(&out, "X-Forwarded-Proto: http"));
 	assert_true(has_line(&out, "Via: 1.1 edge, 1.1 sluice"));
-	const char *gone[] = {"connection", "x-secret", "keep-alive", "proxy-connection", "te", "upgrade",
-	                      "trailer", "transfer-encoding"};
+	const char *gone[] = {"connection", "x-secret", "keep-alive", "proxy-connection",
+	                      "te",         "upgrade",  "trailer",    "transfer-encoding"};
 	for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++)
 		if (has_name(&out, gone[i]))
 			fail_msg("%s was forwarded", gone[i]);
@@ -209,10 +213,11 @@ static void test_chunked_request_reframed(void **state)
 {
 	sl_http1_t p;
 	counts_t c;
-	assert_int_equal(parse(&p, &c,
-	                       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX-Forwarded-Proto: https\r\n\r\n"
-	                       "0\r\n\r\n"),
-	                 0);
+	assert_int_equal(
+	    parse(&p, &c,
+	          "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX-Forwarded-Proto: https\r\n\r\n"
+	          "0\r\n\r\n"),
+	    0);
 	sl_buf_t out = {0};
 	sl_http1_build_request(&p.msg, "::1", SL_FRAME_CHUNKED, &out);
 	assert_true(has_line(&out, "Transfer-Encoding: chunked"));

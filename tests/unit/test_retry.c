@@ -41,8 +41,8 @@ static void test_idempotent_methods(void **state)
 static void test_get_retried_after_any_failure(void **state)
 {
 	sl_config_t c = cfg();
-	sl_up_error_t kinds[] = {SL_UP_CONNECT, SL_UP_CONNECT_TIMEOUT, SL_UP_WRITE, SL_UP_CLOSED,
-	                         SL_UP_READ_TIMEOUT, SL_UP_BAD_RESPONSE, SL_UP_TRUNCATED};
+	sl_up_error_t kinds[] = {SL_UP_CONNECT,      SL_UP_CONNECT_TIMEOUT, SL_UP_WRITE,    SL_UP_CLOSED,
+	                         SL_UP_READ_TIMEOUT, SL_UP_BAD_RESPONSE,    SL_UP_TRUNCATED};
 	for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
 		sl_attempt_t a = get_failed(kinds[i]);
 		assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_BACKOFF);

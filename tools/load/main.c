@@ -108,17 +108,17 @@ int main(int argc, char **argv)
 	do_raise_fd_limit(opts.concurrent);
 
 	sl_load_plan_t plan = {
-		.addr = (const struct sockaddr *)&target.addr,
-		.request = target.request,
-		.request_len = target.request_len,
-		.head = target.head,
-		.keepalive = target.keepalive,
-		.threads = opts.threads,
-		.connections = opts.concurrent,
-		.total = opts.total_requests,
-		.timeout_ns = (uint64_t)(opts.timeout * 1e9),
-		.rate = opts.rate,
-		.end_ns = UINT64_MAX,
+	    .addr = (const struct sockaddr *)&target.addr,
+	    .request = target.request,
+	    .request_len = target.request_len,
+	    .head = target.head,
+	    .keepalive = target.keepalive,
+	    .threads = opts.threads,
+	    .connections = opts.concurrent,
+	    .total = opts.total_requests,
+	    .timeout_ns = (uint64_t)(opts.timeout * 1e9),
+	    .rate = opts.rate,
+	    .end_ns = UINT64_MAX,
 	};
 	run_state_t rs = {0};
 	uv_mutex_init(&rs.lock);
@@ -156,12 +156,12 @@ int main(int argc, char **argv)
 
 	uint64_t end_ns = rs.last_ns > plan.start_ns ? rs.last_ns : plan.start_ns;
 	sl_load_summary_t summary = {
-		.opts = &opts,
-		.addr_text = target.addr_text,
-		.stats = sum,
-		.elapsed_s = (double)(end_ns - plan.start_ns) / 1e9,
-		.threads = plan.threads,
-		.interrupted = sl_load_worker_interrupted(),
+	    .opts = &opts,
+	    .addr_text = target.addr_text,
+	    .stats = sum,
+	    .elapsed_s = (double)(end_ns - plan.start_ns) / 1e9,
+	    .threads = plan.threads,
+	    .interrupted = sl_load_worker_interrupted(),
 	};
 	if (opts.json)
 		rc = sl_load_report_json(stdout, &summary);

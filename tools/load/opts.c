@@ -38,6 +38,7 @@ enum {
 	O_VERSION,
 };
 
+/* clang-format off */
 static const struct option_row {
 	const char *name;
 	int id;
@@ -60,29 +61,29 @@ static const struct option_row {
 	{"help", O_HELP, false},
 	{"version", O_VERSION, false},
 };
+/* clang-format on */
 
-static const char usage[] =
-	"usage: sluice-load --url URL [options]\n"
-	"\n"
-	"  --url URL               http://host[:port][/path?query] (required)\n"
-	"  --concurrent N          connections, across all threads (default 10)\n"
-	"  --total-requests N      requests to send (default 100)\n"
-	"  --duration SEC          or: send for this long instead\n"
-	"  --timeout SEC           per-request limit, connect included (default 30)\n"
-	"  --rate RPS              open loop at this constant rate; latency counts\n"
-	"                          from each request's scheduled start\n"
-	"  --method M              request method (default GET)\n"
-	"  --header 'K: V'         extra request header, repeatable\n"
-	"  --body STR              request body\n"
-	"  --body-file F           request body read from a file\n"
-	"  --no-keepalive          a new connection for every request\n"
-	"  --json                  print one JSON object instead of the table\n"
-	"  --threads N             event-loop threads (default: CPUs)\n"
-	"  --min-success-rate R    exit 1 when the success rate (0..1) is lower\n"
-	"  --help, --version\n"
-	"\n"
-	"Exit status: 0; 1 when no request succeeded or the success rate is below\n"
-	"--min-success-rate; 2 on bad arguments.\n";
+static const char usage[] = "usage: sluice-load --url URL [options]\n"
+                            "\n"
+                            "  --url URL               http://host[:port][/path?query] (required)\n"
+                            "  --concurrent N          connections, across all threads (default 10)\n"
+                            "  --total-requests N      requests to send (default 100)\n"
+                            "  --duration SEC          or: send for this long instead\n"
+                            "  --timeout SEC           per-request limit, connect included (default 30)\n"
+                            "  --rate RPS              open loop at this constant rate; latency counts\n"
+                            "                          from each request's scheduled start\n"
+                            "  --method M              request method (default GET)\n"
+                            "  --header 'K: V'         extra request header, repeatable\n"
+                            "  --body STR              request body\n"
+                            "  --body-file F           request body read from a file\n"
+                            "  --no-keepalive          a new connection for every request\n"
+                            "  --json                  print one JSON object instead of the table\n"
+                            "  --threads N             event-loop threads (default: CPUs)\n"
+                            "  --min-success-rate R    exit 1 when the success rate (0..1) is lower\n"
+                            "  --help, --version\n"
+                            "\n"
+                            "Exit status: 0; 1 when no request succeeded or the success rate is below\n"
+                            "--min-success-rate; 2 on bad arguments.\n";
 
 static int do_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -213,7 +214,8 @@ int sl_load_opts_parse(sl_load_opts_t *o, int argc, char **argv, char *err, size
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i];
 		if (strncmp(arg, "--", 2) != 0)
-			return do_error(err, errlen, "unexpected argument '%s' (options start with --; see --help).", arg);
+			return do_error(err, errlen, "unexpected argument '%s' (options start with --; see --help).",
+			                arg);
 		const char *name = arg + 2, *value = NULL;
 		const char *eq = strchr(name, '=');
 		size_t namelen = eq ? (size_t)(eq - name) : strlen(name);
@@ -235,16 +237,15 @@ int sl_load_opts_parse(sl_load_opts_t *o, int argc, char **argv, char *err, size
 		}
 
 		switch (row->id) {
-		case O_URL:
-			o->url = value;
-			break;
+		case O_URL: o->url = value; break;
 		case O_CONCURRENT:
 			if ((rc = do_parse_uint(row->name, value, 1, MAX_CONCURRENT, &u, err, errlen)))
 				return rc;
 			o->concurrent = (unsigned)u;
 			break;
 		case O_TOTAL:
-			if ((rc = do_parse_uint(row->name, value, 1, UINT64_C(1) << 50, &o->total_requests, err, errlen)))
+			if ((rc = do_parse_uint(row->name, value, 1, UINT64_C(1) << 50, &o->total_requests, err,
+			                        errlen)))
 				return rc;
 			have_total = true;
 			break;
@@ -272,7 +273,8 @@ int sl_load_opts_parse(sl_load_opts_t *o, int argc, char **argv, char *err, size
 			break;
 		case O_BODY:
 			if (have_body)
-				return do_error(err, errlen, "--body and --body-file may be given only once, and not both.");
+				return do_error(err, errlen,
+				                "--body and --body-file may be given only once, and not both.");
 			have_body = true;
 			o->body_len = strlen(value);
 			o->body = malloc(o->body_len + 1);
@@ -282,16 +284,13 @@ int sl_load_opts_parse(sl_load_opts_t *o, int argc, char **argv, char *err, size
 			break;
 		case O_BODY_FILE:
 			if (have_body)
-				return do_error(err, errlen, "--body and --body-file may be given only once, and not both.");
+				return do_error(err, errlen,
+				                "--body and --body-file may be given only once, and not both.");
 			have_body = true;
 			body_file = value;
 			break;
-		case O_NO_KEEPALIVE:
-			o->keepalive = false;
-			break;
-		case O_JSON:
-			o->json = true;
-			break;
+		case O_NO_KEEPALIVE: o->keepalive = false; break;
+		case O_JSON: o->json = true; break;
 		case O_THREADS:
 			if ((rc = do_parse_uint(row->name, value, 1, MAX_THREADS, &u, err, errlen)))
 				return rc;
@@ -301,9 +300,7 @@ int sl_load_opts_parse(sl_load_opts_t *o, int argc, char **argv, char *err, size
 			if ((rc = do_parse_double(row->name, value, 0, false, 1, &o->min_success_rate, err, errlen)))
 				return rc;
 			break;
-		case O_HELP:
-			fputs(usage, stdout);
-			return SL_LOAD_OPTS_DONE;
+		case O_HELP: fputs(usage, stdout); return SL_LOAD_OPTS_DONE;
 		case O_VERSION:
 #ifdef SL_VERSION
 			puts("sluice-load " SL_VERSION);

@@ -9,16 +9,16 @@
 #include <stdint.h>
 
 typedef struct sl_load_opts {
-	const char *url;        /* points into argv */
-	unsigned concurrent;    /* connections, across all threads */
+	const char *url;         /* points into argv */
+	unsigned concurrent;     /* connections, across all threads */
 	uint64_t total_requests; /* 0 when running for --duration */
-	double duration;        /* seconds; 0 when running for --total-requests */
-	double timeout;         /* seconds, per request (connect included) */
-	double rate;            /* requests per second, open loop; 0 = closed loop */
-	const char *method;     /* points into argv or a literal */
-	const char **headers;   /* "Name: value" strings pointing into argv; owned array */
+	double duration;         /* seconds; 0 when running for --total-requests */
+	double timeout;          /* seconds, per request (connect included) */
+	double rate;             /* requests per second, open loop; 0 = closed loop */
+	const char *method;      /* points into argv or a literal */
+	const char **headers;    /* "Name: value" strings pointing into argv; owned array */
 	size_t nheaders;
-	char *body;             /* owned; NULL when there is no body */
+	char *body; /* owned; NULL when there is no body */
 	size_t body_len;
 	bool keepalive;
 	bool json;

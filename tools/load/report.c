@@ -78,7 +78,8 @@ void sl_load_report_text(FILE *out, const sl_load_summary_t *s)
 		fprintf(out, "  min     %10.3f\n", do_ms(h->min));
 		fprintf(out, "  max     %10.3f\n", do_ms(h->max));
 		for (size_t i = 0; i < NPERCENTILES; i++)
-			fprintf(out, "  %-7s %10.3f\n", percentile_names[i], do_ms(sl_hist_percentile(h, percentiles[i])));
+			fprintf(out, "  %-7s %10.3f\n", percentile_names[i],
+			        do_ms(sl_hist_percentile(h, percentiles[i])));
 	}
 
 	fprintf(out, "\nStatus codes\n");

@@ -31,7 +31,7 @@ typedef struct sl_load_stats {
 	sl_hist_t latency_us;
 	uint64_t success;
 	uint64_t failed;
-	uint64_t bytes; /* every byte received, heads included */
+	uint64_t bytes;  /* every byte received, heads included */
 	uint64_t unsent; /* open loop: due before the end, never sent (not in total) */
 	uint64_t errors[SL_LOAD_ERR_COUNT];
 	uint64_t status[SL_LOAD_STATUS_MAX];

@@ -81,11 +81,11 @@ static const char *do_find_header(const sl_load_opts_t *o, const char *name)
 }
 
 typedef struct {
-	char host[256];     /* without brackets */
+	char host[256]; /* without brackets */
 	char port[8];
 	const char *authority; /* as written, for Host */
 	size_t authority_len;
-	const char *path;      /* from '/' or '?', up to '#' */
+	const char *path; /* from '/' or '?', up to '#' */
 	size_t path_len;
 } url_t;
 
@@ -143,7 +143,8 @@ static int do_parse_url(url_t *u, const char *url, char *err, size_t errlen)
 	u->path_len = strcspn(u->path, "#");
 	for (size_t i = 0; i < u->path_len; i++)
 		if ((unsigned char)u->path[i] <= ' ' || u->path[i] == 0x7f)
-			return do_error(err, errlen, "--url must not contain spaces or control characters (encode them).");
+			return do_error(err, errlen,
+			                "--url must not contain spaces or control characters (encode them).");
 	return 0;
 }
 

@@ -48,8 +48,8 @@ struct conn {
 	uv_write_t write_req;
 	llhttp_t parser;
 	sl_load_worker_t *w;
-	conn_t *prev, *next; /* on a free list */
-	conn_t **list;       /* which free list, NULL while busy or closing */
+	conn_t *prev, *next;  /* on a free list */
+	conn_t **list;        /* which free list, NULL while busy or closing */
 	uint64_t intended_ns; /* latency counts from here */
 	uint64_t deadline_ns; /* --timeout */
 	sock_state_t sock;
@@ -67,8 +67,8 @@ struct sl_load_worker {
 	void *done_arg;
 	uv_thread_t thread;
 	uv_loop_t loop;
-	uv_timer_t sweep; /* timeouts and interruption */
-	uv_timer_t pace;  /* open loop: the next request is due (whole ms) */
+	uv_timer_t sweep;    /* timeouts and interruption */
+	uv_timer_t pace;     /* open loop: the next request is due (whole ms) */
 	uv_poll_t pace_poll; /* ...or a timerfd, to the ns, where there is one */
 	int pace_fd;         /* -1 without */
 	uv_buf_t request;
@@ -96,8 +96,8 @@ static int on_headers_complete(llhttp_t *p);
 static int on_message_complete(llhttp_t *p);
 
 static const llhttp_settings_t parser_settings = {
-	.on_headers_complete = on_headers_complete,
-	.on_message_complete = on_message_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_message_complete = on_message_complete,
 };
 
 /* --- free lists ----------------------------------------------------------- */
@@ -134,12 +134,9 @@ static sl_load_err_t do_classify(int uv_err)
 	case UV_ECONNRESET:
 	case UV_EPIPE:
 	case UV_ECONNABORTED:
-	case UV_EOF:
-		return SL_LOAD_ERR_RESET;
-	case UV_ETIMEDOUT:
-		return SL_LOAD_ERR_TIMEOUT;
-	default:
-		return SL_LOAD_ERR_OTHER;
+	case UV_EOF: return SL_LOAD_ERR_RESET;
+	case UV_ETIMEDOUT: return SL_LOAD_ERR_TIMEOUT;
+	default: return SL_LOAD_ERR_OTHER;
 	}
 }
 
@@ -398,7 +395,8 @@ static void do_arm_pace(sl_load_worker_t *w, uint64_t due, uint64_t now)
 	w->pace_due = due;
 #ifdef __linux__
 	if (w->pace_fd >= 0) {
-		struct itimerspec its = {.it_value = {.tv_sec = (time_t)(due / 1000000000), .tv_nsec = (long)(due % 1000000000)}};
+		struct itimerspec its = {
+		    .it_value = {.tv_sec = (time_t)(due / 1000000000), .tv_nsec = (long)(due % 1000000000)}};
 		if (timerfd_settime(w->pace_fd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
 			return;
 	}
@@ -537,8 +535,7 @@ static void on_thread(void *arg)
 	w->done_cb(w->done_arg);
 }
 
-sl_load_worker_t *sl_load_worker_new(const sl_load_plan_t *plan, unsigned index, sl_load_worker_done_cb done,
-                                     void *arg)
+sl_load_worker_t *sl_load_worker_new(const sl_load_plan_t *plan, unsigned index, sl_load_worker_done_cb done, void *arg)
 {
 	sl_load_worker_t *w = calloc(1, sizeof(*w));
 	if (!w)

@@ -18,15 +18,15 @@ typedef struct sl_load_plan {
 	const struct sockaddr *addr; /* resolved once, at start */
 	const char *request;         /* pre-formatted, never modified */
 	size_t request_len;
-	bool head;         /* responses to HEAD carry no body */
-	bool keepalive;    /* false: a new connection per request */
-	unsigned threads;  /* T */
+	bool head;            /* responses to HEAD carry no body */
+	bool keepalive;       /* false: a new connection per request */
+	unsigned threads;     /* T */
 	unsigned connections; /* across all threads */
-	uint64_t total;    /* requests; 0 when running for a duration */
-	uint64_t start_ns; /* uv_hrtime() epoch of the run and of the schedule */
-	uint64_t end_ns;   /* duration: nothing is started at or after it; else UINT64_MAX */
+	uint64_t total;       /* requests; 0 when running for a duration */
+	uint64_t start_ns;    /* uv_hrtime() epoch of the run and of the schedule */
+	uint64_t end_ns;      /* duration: nothing is started at or after it; else UINT64_MAX */
 	uint64_t timeout_ns;
-	double rate;       /* requests per second across all threads; 0 = closed loop */
+	double rate; /* requests per second across all threads; 0 = closed loop */
 } sl_load_plan_t;
 
 typedef struct sl_load_worker sl_load_worker_t;

@@ -19,9 +19,9 @@
 #include "list.h"
 #include "params.h"
 
-#define SL_UP_IN_CAP 16384        /* read buffer; pipelined requests wait here */
-#define SL_UP_OUT_CAP 8192        /* response head plus chunk framing */
-#define SL_UP_MAX_HEADERS 128     /* more: 431 */
+#define SL_UP_IN_CAP 16384         /* read buffer; pipelined requests wait here */
+#define SL_UP_OUT_CAP 8192         /* response head plus chunk framing */
+#define SL_UP_MAX_HEADERS 128      /* more: 431 */
 #define SL_UP_HEAD_MAX (64 * 1024) /* request-target + headers; more: 431 */
 
 typedef enum {
@@ -49,25 +49,25 @@ typedef struct sl_up_resp {
 	int status;
 	const char *ctype;
 	sl_up_framing_t framing;
-	bool no_body;     /* HEAD, 204, 304: the head only */
-	bool close_after; /* the connection ends with this response */
-	bool truncate;    /* fail=truncate: stop after `limit` body bytes */
-	bool text;        /* chunk i is "data: chunk i\n\n" */
+	bool no_body;       /* HEAD, 204, 304: the head only */
+	bool close_after;   /* the connection ends with this response */
+	bool truncate;      /* fail=truncate: stop after `limit` body bytes */
+	bool text;          /* chunk i is "data: chunk i\n\n" */
 	bool explicit_segs; /* chunks=N: size is spread over nseg segments */
-	bool http10;      /* status line says HTTP/1.0 */
-	const char *buf;  /* body bytes, or NULL for the a..z pattern */
-	char *owned;      /* malloc'd body (buf points into it), freed at the end */
-	uint64_t size;    /* body bytes in total (not for text) */
-	uint64_t limit;   /* body bytes actually sent (truncate) */
-	uint64_t sent;    /* body bytes sent so far */
+	bool http10;        /* status line says HTTP/1.0 */
+	const char *buf;    /* body bytes, or NULL for the a..z pattern */
+	char *owned;        /* malloc'd body (buf points into it), freed at the end */
+	uint64_t size;      /* body bytes in total (not for text) */
+	uint64_t limit;     /* body bytes actually sent (truncate) */
+	uint64_t sent;      /* body bytes sent so far */
 	uint64_t nseg, seg; /* segments; the current one */
 	uint64_t seg_len, seg_off;
 	uint64_t gap_ms;
-	size_t head_len;  /* bytes of head at the start of conn.out */
+	size_t head_len; /* bytes of head at the start of conn.out */
 	bool head_sent;
-	bool in_seg;      /* the current segment has started */
-	bool seg_ended;   /* the last batch ended a segment */
-	bool body_done;   /* the last batch ended the body */
+	bool in_seg;    /* the current segment has started */
+	bool seg_ended; /* the last batch ended a segment */
+	bool body_done; /* the last batch ended the body */
 } sl_up_resp_t;
 
 typedef struct sl_up_conns sl_up_conns_t;
@@ -77,7 +77,7 @@ typedef struct sl_up_conn {
 	uv_timer_t timer; /* one timer, re-armed per phase: idle, delay, gap, linger */
 	uv_write_t wreq;  /* at most one write is outstanding */
 	uv_shutdown_t sreq;
-	sl_list_t node;   /* in conns->list */
+	sl_list_t node; /* in conns->list */
 	sl_up_conns_t *conns;
 	uint64_t id;
 	sl_up_state_t state;
@@ -92,16 +92,16 @@ typedef struct sl_up_conn {
 
 	llhttp_t parser;
 	/* The current request. */
-	bool in_request;    /* its first byte has been parsed */
-	bool in_field;      /* inside a header name */
+	bool in_request; /* its first byte has been parsed */
+	bool in_field;   /* inside a header name */
 	bool keep_alive;
 	bool want_fnv;
 	bool bad_param;
-	int err_status;     /* set by a callback that stops the parser (431) */
+	int err_status; /* set by a callback that stops the parser (431) */
 	sl_up_endpoint_t endpoint;
-	char *hbuf;         /* request-target, header names and values; then scratch */
+	char *hbuf; /* request-target, header names and values; then scratch */
 	uint32_t hlen, hcap;
-	uint32_t url_len;   /* the target is hbuf[0..url_len) */
+	uint32_t url_len; /* the target is hbuf[0..url_len) */
 	uint32_t nhdrs;
 	sl_up_hdr_t hdrs[SL_UP_MAX_HEADERS];
 	uint64_t body_bytes;

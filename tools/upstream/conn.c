@@ -46,15 +46,15 @@ static int on_message_complete(llhttp_t *p);
 
 /* No lenient flags are ever set: malformed requests get a 400. */
 static const llhttp_settings_t settings = {
-	.on_message_begin = on_message_begin,
-	.on_url = on_url,
-	.on_header_field = on_header_field,
-	.on_header_field_complete = on_header_field_complete,
-	.on_header_value = on_header_value,
-	.on_header_value_complete = on_header_value_complete,
-	.on_headers_complete = on_headers_complete,
-	.on_body = on_body,
-	.on_message_complete = on_message_complete,
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
 };
 
 static void do_parse(sl_up_conn_t *c);
@@ -145,9 +145,7 @@ static void on_timer(uv_timer_t *t)
 {
 	sl_up_conn_t *c = t->data;
 	switch (c->state) {
-	case SL_UP_RX: /* idle keep-alive connection */
-		do_close(c);
-		break;
+	case SL_UP_RX: /* idle keep-alive connection */ do_close(c); break;
 	case SL_UP_DELAY:
 		if (c->params.fail == SL_UP_FAIL_RESET)
 			do_reset(c);
@@ -160,11 +158,8 @@ static void on_timer(uv_timer_t *t)
 		c->state = SL_UP_WRITE;
 		sl_up_respond_pump(c);
 		break;
-	case SL_UP_LINGER:
-		do_close(c);
-		break;
-	default:
-		break;
+	case SL_UP_LINGER: do_close(c); break;
+	default: break;
 	}
 }
 
@@ -212,8 +207,7 @@ static void do_eof(sl_up_conn_t *c)
 	c->reading = false;
 	uv_read_stop((uv_stream_t *)&c->tcp);
 	switch (c->state) {
-	case SL_UP_WRITE:
-		break; /* finish the response (half-close); response_done closes */
+	case SL_UP_WRITE: break; /* finish the response (half-close); response_done closes */
 	default:
 		/* RX: idle or part of a request, nothing to answer. Otherwise
 		 * waiting, hanging or lingering: the client is gone. */
@@ -538,8 +532,7 @@ static int on_message_complete(llhttp_t *p)
 
 /* Answering ---------------------------------------------------------------- */
 
-static void do_simple(sl_up_conn_t *c, int status, const char *ctype, const char *body, size_t len,
-                      char *owned)
+static void do_simple(sl_up_conn_t *c, int status, const char *ctype, const char *body, size_t len, char *owned)
 {
 	sl_up_respond_plan(c, status, ctype, body, len, owned);
 	sl_up_respond_start(c);
@@ -550,12 +543,8 @@ static void do_endpoint_answer(sl_up_conn_t *c)
 	size_t len = 0;
 	char *body = NULL;
 	switch (c->endpoint) {
-	case SL_UP_EP_STATS:
-		body = sl_up_stats_json(&len);
-		break;
-	case SL_UP_EP_LOG:
-		body = sl_up_reqlog_json(&len);
-		break;
+	case SL_UP_EP_STATS: body = sl_up_stats_json(&len); break;
+	case SL_UP_EP_LOG: body = sl_up_reqlog_json(&len); break;
 	default:
 		sl_up_stats_reset();
 		sl_up_reqlog_clear();
@@ -611,8 +600,7 @@ static void do_dispatch(sl_up_conn_t *c)
 		else
 			do_graceful_close(c);
 		return;
-	default:
-		break;
+	default: break;
 	}
 	if (p->echo) {
 		sl_up_req_view_t v;

@@ -18,8 +18,7 @@ char *sl_up_echo_json(const sl_up_req_view_t *req, size_t *len)
 	snprintf(version, sizeof version, "%d.%d", req->http_major, req->http_minor);
 	snprintf(fnv, sizeof fnv, "%016" PRIx64, req->body_fnv1a);
 	return sl_up_json_take(json_pack("{s:s s:o s:s s:o s:I s:s}", "method", req->method, "target",
-	                                 sl_up_json_bytes(req->target, req->target_len), "version", version,
-	                                 "headers", hdrs, "body_bytes", (json_int_t)req->body_bytes,
-	                                 "body_fnv1a", fnv),
+	                                 sl_up_json_bytes(req->target, req->target_len), "version", version, "headers",
+	                                 hdrs, "body_bytes", (json_int_t)req->body_bytes, "body_fnv1a", fnv),
 	                       len);
 }

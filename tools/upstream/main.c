@@ -83,11 +83,8 @@ int main(int argc, char **argv)
 	sl_up_options_t o;
 	char err[256];
 	switch (sl_up_options_parse(&o, argc, argv, err, sizeof err)) {
-	case SL_UP_OPTIONS_DONE:
-		return 0;
-	case SL_UP_OPTIONS_ERROR:
-		fprintf(stderr, "sluice-upstream: %s.\n", err);
-		return 2;
+	case SL_UP_OPTIONS_DONE: return 0;
+	case SL_UP_OPTIONS_ERROR: fprintf(stderr, "sluice-upstream: %s.\n", err); return 2;
 	}
 
 	/* A client that vanishes mid-write must cost an EPIPE, not the process. */

@@ -10,21 +10,20 @@
 
 #define MAX_WORKERS 256
 
-static const char usage[] =
-	"usage: sluice-upstream [options]\n"
-	"\n"
-	"A fast HTTP/1.1 test upstream whose answer each request chooses by query\n"
-	"parameters (delay_ms, status, size, chunked, chunks, chunk_delay_ms, fail,\n"
-	"fail_times, key, echo, connection, http10, nolength, header, early).\n"
-	"GET /__stats, POST /__reset and GET /__log are for tests.\n"
-	"\n"
-	"  --host ADDR           address to listen on (default 127.0.0.1)\n"
-	"  --port N              port to listen on (default 8000)\n"
-	"  --workers N           event-loop threads, each with its own\n"
-	"                        SO_REUSEPORT socket (default 1)\n"
-	"  --idle-timeout SEC    close keep-alive connections idle this long\n"
-	"                        (default 0: never)\n"
-	"  --help                print this and exit\n";
+static const char usage[] = "usage: sluice-upstream [options]\n"
+                            "\n"
+                            "A fast HTTP/1.1 test upstream whose answer each request chooses by query\n"
+                            "parameters (delay_ms, status, size, chunked, chunks, chunk_delay_ms, fail,\n"
+                            "fail_times, key, echo, connection, http10, nolength, header, early).\n"
+                            "GET /__stats, POST /__reset and GET /__log are for tests.\n"
+                            "\n"
+                            "  --host ADDR           address to listen on (default 127.0.0.1)\n"
+                            "  --port N              port to listen on (default 8000)\n"
+                            "  --workers N           event-loop threads, each with its own\n"
+                            "                        SO_REUSEPORT socket (default 1)\n"
+                            "  --idle-timeout SEC    close keep-alive connections idle this long\n"
+                            "                        (default 0: never)\n"
+                            "  --help                print this and exit\n";
 
 static int do_int(const char *v, long min, long max, int *out)
 {
@@ -78,8 +77,8 @@ int sl_up_options_parse(sl_up_options_t *o, int argc, char **argv, char *err, si
 			}
 		} else if (IS("workers")) {
 			if (do_int(value, 1, MAX_WORKERS, &o->workers) < 0) {
-				snprintf(err, errlen, "--workers must be an integer from 1 to %d, not '%s'", MAX_WORKERS,
-				         value);
+				snprintf(err, errlen, "--workers must be an integer from 1 to %d, not '%s'",
+				         MAX_WORKERS, value);
 				return SL_UP_OPTIONS_ERROR;
 			}
 		} else if (IS("idle-timeout")) {
@@ -87,7 +86,8 @@ int sl_up_options_parse(sl_up_options_t *o, int argc, char **argv, char *err, si
 			errno = 0;
 			double d = strtod(value, &end);
 			if (errno || end == value || *end || !isfinite(d) || d < 0 || d > 1e6) {
-				snprintf(err, errlen, "--idle-timeout must be a number of seconds from 0 to 1000000, not '%s'",
+				snprintf(err, errlen,
+				         "--idle-timeout must be a number of seconds from 0 to 1000000, not '%s'",
 				         value);
 				return SL_UP_OPTIONS_ERROR;
 			}

@@ -6,7 +6,7 @@
 #include <stddef.h>
 
 typedef struct sl_up_options {
-	const char *host;    /* points into argv or a literal */
+	const char *host; /* points into argv or a literal */
 	int port;
 	int workers;
 	double idle_timeout; /* seconds; 0 = never close idle connections */

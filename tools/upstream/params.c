@@ -38,11 +38,9 @@ static int do_number(const char *s, size_t len, uint64_t max, uint64_t *out)
 /* "1"/"true"/"yes" or "0"/"false"/"no"; -1 for anything else. */
 static int do_flag(const char *s, size_t len)
 {
-	if ((len == 1 && s[0] == '1') || (len == 4 && !memcmp(s, "true", 4)) ||
-	    (len == 3 && !memcmp(s, "yes", 3)))
+	if ((len == 1 && s[0] == '1') || (len == 4 && !memcmp(s, "true", 4)) || (len == 3 && !memcmp(s, "yes", 3)))
 		return 1;
-	if ((len == 1 && s[0] == '0') || (len == 5 && !memcmp(s, "false", 5)) ||
-	    (len == 2 && !memcmp(s, "no", 2)))
+	if ((len == 1 && s[0] == '0') || (len == 5 && !memcmp(s, "false", 5)) || (len == 2 && !memcmp(s, "no", 2)))
 		return 0;
 	return -1;
 }
@@ -121,8 +119,7 @@ static int do_header(sl_up_params_t *p, const char *v, size_t len, char *scratch
 #define IS(lit) (nlen == sizeof(lit) - 1 && !memcmp(name, lit, sizeof(lit) - 1))
 
 /* Applies one name=value pair. Returns 0, or -1 if the value is bad. */
-static int do_pair(sl_up_params_t *p, const char *name, size_t nlen, const char *v, size_t vlen,
-                   char *scratch)
+static int do_pair(sl_up_params_t *p, const char *name, size_t nlen, const char *v, size_t vlen, char *scratch)
 {
 	uint64_t n;
 	int f;
@@ -223,8 +220,9 @@ int sl_up_params_parse(sl_up_params_t *p, const char *q, size_t len, char *scrat
 		size_t vlen = (size_t)(pair_end - v);
 		if (nlen && do_pair(p, name, nlen, v, vlen, scratch) < 0) {
 			static const char *const names[] = {
-				"delay_ms", "status", "size", "chunks", "chunk_delay_ms", "fail_times", "fail",
-				"key", "connection", "early", "header", "chunked", "echo", "http10", "nolength",
+			    "delay_ms",   "status",  "size", "chunks",     "chunk_delay_ms",
+			    "fail_times", "fail",    "key",  "connection", "early",
+			    "header",     "chunked", "echo", "http10",     "nolength",
 			};
 			p->error = "query";
 			for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)

@@ -97,9 +97,8 @@ static json_t *do_entry(const entry_t *e)
 		                                      sl_up_json_bytes(e->data + off + nl, vl)));
 		off += nl + vl;
 	}
-	return json_pack("{s:I s:I s:s s:o s:o s:I s:f}", "seq", (json_int_t)e->seq, "conn",
-	                 (json_int_t)e->conn, "method", e->method,
-	                 "target", sl_up_json_bytes(e->data, e->target_len), "headers", hdrs,
+	return json_pack("{s:I s:I s:s s:o s:o s:I s:f}", "seq", (json_int_t)e->seq, "conn", (json_int_t)e->conn,
+	                 "method", e->method, "target", sl_up_json_bytes(e->data, e->target_len), "headers", hdrs,
 	                 "body_bytes", (json_int_t)e->body_bytes, "t_ms", e->t_ms);
 }
 

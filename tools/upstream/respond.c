@@ -39,8 +39,7 @@ static bool is_client10(const sl_up_conn_t *c)
 	return c->parser.http_major < 1 || (c->parser.http_major == 1 && c->parser.http_minor == 0);
 }
 
-void sl_up_respond_plan(sl_up_conn_t *c, int status, const char *ctype, const char *buf, size_t len,
-                        char *owned)
+void sl_up_respond_plan(sl_up_conn_t *c, int status, const char *ctype, const char *buf, size_t len, char *owned)
 {
 	sl_up_resp_t *r = &c->resp;
 	const sl_up_params_t *p = &c->params;
@@ -282,7 +281,7 @@ void sl_up_respond_start(sl_up_conn_t *c)
 	sl_up_resp_t *r = &c->resp;
 	const sl_up_params_t *p = &c->params;
 	const char *version = r->http10 ? "HTTP/1.0" : "HTTP/1.1";
-	const char *conn = r->close_after ? "Connection: close\r\n"
+	const char *conn = r->close_after   ? "Connection: close\r\n"
 	                   : is_client10(c) ? "Connection: keep-alive\r\n"
 	                                    : "";
 	const size_t cap = SL_UP_OUT_CAP - HEAD_ROOM;

@@ -21,8 +21,7 @@ void sl_up_respond_init(void);
  * and the client's version: status (0 = 200), content type, body (buf/len,
  * or NULL for the default/pattern body), framing, segments. owned, if not
  * NULL, is a malloc'd buffer the response frees when done. */
-void sl_up_respond_plan(sl_up_conn_t *c, int status, const char *ctype, const char *buf, size_t len,
-                        char *owned);
+void sl_up_respond_plan(sl_up_conn_t *c, int status, const char *ctype, const char *buf, size_t len, char *owned);
 
 /* Writes "103 Early Hints" now (before a delay, if any). */
 void sl_up_respond_early(sl_up_conn_t *c);

@@ -39,8 +39,8 @@ void sl_up_stats_request(void)
 	ADD(requests, 1);
 	int_fast64_t now = ADD(inflight, 1) + 1;
 	int_fast64_t peak = atomic_load_explicit(&S.peak_inflight, memory_order_relaxed);
-	while (now > peak && !atomic_compare_exchange_weak_explicit(&S.peak_inflight, &peak, now,
-	                                                            memory_order_relaxed, memory_order_relaxed))
+	while (now > peak && !atomic_compare_exchange_weak_explicit(&S.peak_inflight, &peak, now, memory_order_relaxed,
+	                                                            memory_order_relaxed))
 		;
 }
 
@@ -74,8 +74,8 @@ char *sl_up_stats_json(size_t *len)
 	                 "{\"connections\":%" PRId64 ",\"open_connections\":%" PRId64 ",\"requests\":%" PRId64
 	                 ",\"inflight\":%" PRId64 ",\"peak_inflight\":%" PRId64 ",\"bytes_received\":%" PRId64
 	                 ",\"responses\":%" PRId64 "}",
-	                 GET(connections), GET(open_connections), GET(requests), GET(inflight),
-	                 GET(peak_inflight), GET(bytes_received), GET(responses));
+	                 GET(connections), GET(open_connections), GET(requests), GET(inflight), GET(peak_inflight),
+	                 GET(bytes_received), GET(responses));
 	*len = (size_t)n;
 	return s;
 }
