@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <uv.h>
@@ -211,6 +212,12 @@ static void test_raising_limit_admits_queued_at_once(void **state)
 #define STRESS_THREADS 4
 #define STRESS_ROUNDS 3000
 #define STRESS_LIMIT 3
+/* On a loaded box the threads may run one after another and never contend:
+ * they go on past STRESS_ROUNDS until the queue path ran this often. */
+#define STRESS_MIN_QUEUED 50
+#define STRESS_MAX_ROUNDS 1000000
+
+static int stress_queued; /* all threads, atomic */
 
 typedef struct {
 	sl_admit_t *admit;
@@ -235,18 +242,26 @@ static void do_hold(stress_t *t)
 	if (s.active > STRESS_LIMIT)
 		t->over_limit++;
 	t->granted++;
-	sched_yield(); /* hold it a moment, so that the others queue */
+	/* hold it a moment, so that the others queue; now and then long enough
+	 * for another thread to be scheduled even when the cores are busy */
+	if (t->granted % 8 == 0)
+		usleep(20);
+	else
+		sched_yield();
 	sl_admit_release(t->admit);
 }
 
 static void stress_main(void *arg)
 {
 	stress_t *t = arg;
-	for (int i = 0; i < STRESS_ROUNDS; i++) {
+	for (int i = 0; i < STRESS_ROUNDS || (i < STRESS_MAX_ROUNDS &&
+	                                      __atomic_load_n(&stress_queued, __ATOMIC_RELAXED) < STRESS_MIN_QUEUED);
+	     i++) {
 		switch (sl_admit_acquire(t->admit, &t->w, &t->inbox, on_stress)) {
 		case SL_ADMIT_GRANTED: do_hold(t); break;
 		case SL_ADMIT_QUEUED:
 			t->queued++;
+			__atomic_add_fetch(&stress_queued, 1, __ATOMIC_RELAXED);
 			t->got = false;
 			if (i % 7 == 0) {
 				/* leave the queue, racing the other threads' releases */
@@ -286,7 +301,7 @@ static void test_threads_never_exceed_limit(void **state)
 		full += t[i].full;
 		queued += t[i].queued;
 	}
-	assert_true(queued > 0); /* the queue path ran, not only direct grants */
+	assert_true(queued >= STRESS_MIN_QUEUED); /* the queue path ran, not only direct grants */
 	sl_admit_stats_t s;
 	sl_admit_get_stats(&admit, &s);
 	assert_int_equal(s.active, 0);
