@@ -284,7 +284,7 @@ static void do_count_end(sl_client_t *c, sl_outcome_t outcome)
 	do_log_request(c, outcome_names[outcome]);
 	uint64_t us = (uv_hrtime() - c->started_ns) / 1000;
 	if (!c->connect) /* a tunnel's lifetime is not a response time */
-		sl_metrics_latency(&c->w->metrics, us);
+		sl_metrics_latency(&c->w->metrics, us, now_ms(c));
 	sl_debug("%s %s -> %d in %llu ms", c->ip, sl_http_method_name(c->parser.msg.method), c->status,
 	         (unsigned long long)(us / 1000));
 }
@@ -486,7 +486,7 @@ static void do_start_upstream(sl_client_t *c)
 static void do_admitted(sl_client_t *c, sl_admit_result_t result)
 {
 	c->queue_ns = uv_hrtime() - c->waiter.queued_at;
-	sl_metrics_queue_wait(&c->w->metrics, c->queue_ns / 1000);
+	sl_metrics_queue_wait(&c->w->metrics, c->queue_ns / 1000, now_ms(c));
 	if (result != SL_ADMIT_GRANTED) {
 		do_reject(c, SL_REJECT_CIRCUIT_OPEN);
 		return;
@@ -837,7 +837,7 @@ static void on_timer(uv_timer_t *t)
 		sl_admit_result_t r = sl_admit_cancel(admit_of(c), &c->waiter);
 		if (r == SL_ADMIT_QUEUED) {
 			c->queue_ns = waited * 1000000;
-			sl_metrics_queue_wait(&c->w->metrics, waited * 1000);
+			sl_metrics_queue_wait(&c->w->metrics, waited * 1000, now_ms(c));
 			do_reject(c, SL_REJECT_QUEUE_TIMEOUT);
 		} else {
 			do_admitted(c, r); /* a slot reached it just in time */

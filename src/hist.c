@@ -75,6 +75,16 @@ void sl_hist_record(sl_hist_t *h, uint64_t value)
 		STORE(h->max, value);
 }
 
+void sl_hist_reset(sl_hist_t *h)
+{
+	for (unsigned i = 0; i < SL_HIST_BUCKETS; i++)
+		STORE(h->counts[i], 0);
+	STORE(h->total, 0);
+	STORE(h->sum, 0);
+	STORE(h->min, UINT64_MAX);
+	STORE(h->max, 0);
+}
+
 void sl_hist_merge(sl_hist_t *dst, const sl_hist_t *src)
 {
 	uint64_t total = 0;

@@ -32,6 +32,10 @@ typedef struct sl_hist {
 
 void sl_hist_init(sl_hist_t *h);
 
+/* Empties h while readers on other threads may be merging it: they see
+ * some old counts or none, never garbage. */
+void sl_hist_reset(sl_hist_t *h);
+
 /* Records one value; values above 2^40-1 are clamped to it. */
 void sl_hist_record(sl_hist_t *h, uint64_t value);
 

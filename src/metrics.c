@@ -28,6 +28,10 @@ void sl_metrics_init(sl_metrics_t *m)
 	memset(m, 0, sizeof *m);
 	sl_hist_init(&m->latency_us);
 	sl_hist_init(&m->queue_wait_us);
+	for (unsigned i = 0; i < SL_RECENT_SLOTS; i++) {
+		sl_hist_init(&m->recent_latency_us.slot[i]);
+		sl_hist_init(&m->recent_queue_wait_us.slot[i]);
+	}
 }
 
 void sl_metrics_rejected(sl_metrics_t *m, sl_reject_t why, uint64_t now_ms)
@@ -49,22 +53,46 @@ void sl_metrics_retry(sl_metrics_t *m)
 	BUMP(m->retries, 1);
 }
 
-void sl_metrics_latency(sl_metrics_t *m, uint64_t us)
+/* The slot for now, emptied first when it still holds an older period. */
+static sl_hist_t *recent_slot(sl_recent_hist_t *r, uint64_t now_ms)
+{
+	uint64_t period = now_ms / 1000 / SL_RECENT_SLOT_S + 1;
+	unsigned i = (unsigned)(period % SL_RECENT_SLOTS);
+	if (r->epoch[i] != period) {
+		sl_hist_reset(&r->slot[i]);
+		STORE(r->epoch[i], period);
+	}
+	return &r->slot[i];
+}
+
+static void recent_merge(const sl_recent_hist_t *r, sl_hist_t *into, uint64_t now_ms)
+{
+	uint64_t period = now_ms / 1000 / SL_RECENT_SLOT_S + 1;
+	for (unsigned i = 0; i < SL_RECENT_SLOTS; i++) {
+		uint64_t e = LOAD(r->epoch[i]);
+		if (e != 0 && e <= period && e + SL_RECENT_SLOTS > period)
+			sl_hist_merge(into, &r->slot[i]);
+	}
+}
+
+void sl_metrics_latency(sl_metrics_t *m, uint64_t us, uint64_t now_ms)
 {
 	if (SL_METRICS_OFF) {
-		(void)m;
+		(void)m, (void)us, (void)now_ms;
 		return;
 	}
 	sl_hist_record(&m->latency_us, us);
+	sl_hist_record(recent_slot(&m->recent_latency_us, now_ms), us);
 }
 
-void sl_metrics_queue_wait(sl_metrics_t *m, uint64_t us)
+void sl_metrics_queue_wait(sl_metrics_t *m, uint64_t us, uint64_t now_ms)
 {
 	if (SL_METRICS_OFF) {
-		(void)m;
+		(void)m, (void)us, (void)now_ms;
 		return;
 	}
 	sl_hist_record(&m->queue_wait_us, us);
+	sl_hist_record(recent_slot(&m->recent_queue_wait_us, now_ms), us);
 }
 
 void sl_metrics_begin(sl_metrics_t *m)
@@ -115,12 +143,16 @@ void sl_metrics_sum_init(sl_metrics_sum_t *sum)
 	memset(sum, 0, sizeof *sum);
 	sl_hist_init(&sum->latency_us);
 	sl_hist_init(&sum->queue_wait_us);
+	sl_hist_init(&sum->recent_latency_us);
+	sl_hist_init(&sum->recent_queue_wait_us);
 }
 
 void sl_metrics_add(const sl_metrics_t *m, sl_metrics_sum_t *sum, uint64_t now_ms)
 {
 	sl_hist_merge(&sum->latency_us, &m->latency_us);
 	sl_hist_merge(&sum->queue_wait_us, &m->queue_wait_us);
+	recent_merge(&m->recent_latency_us, &sum->recent_latency_us, now_ms);
+	recent_merge(&m->recent_queue_wait_us, &sum->recent_queue_wait_us, now_ms);
 	sum->active += LOAD(m->active);
 	sum->total += LOAD(m->total);
 	sum->success += LOAD(m->success);

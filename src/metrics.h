@@ -16,6 +16,19 @@
 
 #define SL_METRICS_WINDOW 60 /* seconds of history for rates */
 
+/* Recent latency: SL_RECENT_SLOTS histograms of SL_RECENT_SLOT_S seconds
+ * each, reused in turn. A read merges the current slot and the ones before
+ * it that are still inside the window, so "recent" spans the last 50-60 s
+ * and a spike shows at once and fades a minute later (the since-start
+ * histograms barely move after a day of traffic). */
+#define SL_RECENT_SLOT_S 10
+#define SL_RECENT_SLOTS (SL_METRICS_WINDOW / SL_RECENT_SLOT_S)
+
+typedef struct sl_recent_hist {
+	uint64_t epoch[SL_RECENT_SLOTS]; /* which 10 s period a slot holds, +1 (0: never used) */
+	sl_hist_t slot[SL_RECENT_SLOTS];
+} sl_recent_hist_t;
+
 typedef enum { SL_OUTCOME_SUCCESS, SL_OUTCOME_FAILED, SL_OUTCOME_REJECTED } sl_outcome_t;
 
 /* Why a request was rejected (SPEC §4), for outcome REJECTED. */
@@ -39,6 +52,8 @@ typedef struct sl_metrics {
 	uint64_t win_rejected[SL_METRICS_WINDOW];
 	sl_hist_t latency_us;    /* forwarded requests: head received -> response complete */
 	sl_hist_t queue_wait_us; /* requests that waited in the queue */
+	sl_recent_hist_t recent_latency_us;
+	sl_recent_hist_t recent_queue_wait_us;
 } sl_metrics_t;
 
 typedef struct sl_metrics_sum {
@@ -47,6 +62,8 @@ typedef struct sl_metrics_sum {
 	uint64_t window_ok, window_fail, window_rejected; /* outcomes of the last 60 s */
 	sl_hist_t latency_us;
 	sl_hist_t queue_wait_us;
+	sl_hist_t recent_latency_us; /* the last 50-60 s */
+	sl_hist_t recent_queue_wait_us;
 } sl_metrics_sum_t;
 
 void sl_metrics_init(sl_metrics_t *m);
@@ -55,11 +72,11 @@ void sl_metrics_init(sl_metrics_t *m);
 void sl_metrics_begin(sl_metrics_t *m);
 void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t now_ms);
 void sl_metrics_rejected(sl_metrics_t *m, sl_reject_t why, uint64_t now_ms);
-void sl_metrics_latency(sl_metrics_t *m, uint64_t us);
+void sl_metrics_latency(sl_metrics_t *m, uint64_t us, uint64_t now_ms);
 void sl_metrics_retry(sl_metrics_t *m);
-void sl_metrics_queue_wait(sl_metrics_t *m, uint64_t us);
+void sl_metrics_queue_wait(sl_metrics_t *m, uint64_t us, uint64_t now_ms);
 
-/* Prepares an empty sum (it holds two histograms: allocate it, ~70 KB). */
+/* Prepares an empty sum (it holds four histograms: allocate it, ~140 KB). */
 void sl_metrics_sum_init(sl_metrics_sum_t *sum);
 
 /* Adds m into *sum (any thread). */

@@ -470,6 +470,7 @@ def test_counters_move_exactly_after_a_known_mix(start_upstream, start_sluice, t
     qw = m["queue_wait_ms"]
     assert 400 <= qw["max"] <= 1500, "the queued request waited ~700 ms for the slot: %r" % qw
     assert 1 <= qw.get("count", 1) <= forwarded, qw
+    assert m["recent"]["latency_ms"] == lat and m["recent"]["queue_wait_ms"] == qw, m["recent"]
     conc = m["concurrency"]
     assert conc == {"active": 0, "max": 1, "queued": 0, "max_queue": 1, "peak_active": 1, "peak_queued": 1}, conc
     pool = m["pool"]
@@ -589,9 +590,13 @@ def test_latency_percentiles_match_a_known_delay(start_upstream, start_sluice):
     assert m["requests"]["total"] == N and m["requests"]["success"] == N, m["requests"]
     assert lat.get("count", N) == N, lat
     for k in ("p50", "p95", "p99", "avg"):
-        assert 95 <= lat[k] <= 130, "latency_ms.%s = %r, the upstream delay is %d ms: %r" % (k, lat[k], DELAY, lat)
+        assert 95 <= lat[k] <= 200, "latency_ms.%s = %r, the upstream delay is %d ms: %r" % (k, lat[k], DELAY, lat)
     assert lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"], lat
-    assert lat["max"] < 300, lat
+    assert lat["max"] < 500, lat
+    # the last minute holds every one of them, with the same figures
+    recent = m["recent"]
+    assert recent["window_seconds"] == 60, recent
+    assert recent["latency_ms"] == lat, (recent, lat)
     assert lat["avg"] <= lat["max"], lat
     qw = m["queue_wait_ms"]
     assert qw["max"] < 20, "limit 8 > 4 clients: nothing should have waited: %r" % qw
