@@ -1,5 +1,7 @@
 /* accesslog.c — see accesslog.h. */
 #include "accesslog.h"
+#include "log.h"
+#include "stat.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +24,20 @@ int sl_access_log_open(const char *path, char *err, size_t errlen)
 	return fd;
 }
 
+int sl_access_log_reopen(const char *path, int fd, char *err, size_t errlen)
+{
+	if (strcmp(path, "-") == 0)
+		return 0;
+	int nfd = sl_access_log_open(path, err, errlen);
+	if (nfd < 0)
+		return -1;
+	int r = dup3(nfd, fd, O_CLOEXEC);
+	if (r < 0)
+		snprintf(err, errlen, "cannot reopen access log %s: %s", path, strerror(errno));
+	close(nfd);
+	return r < 0 ? -1 : 0;
+}
+
 static void do_flush(sl_access_log_t *log);
 
 static void on_written(uv_fs_t *req)
@@ -30,6 +46,10 @@ static void on_written(uv_fs_t *req)
 	uv_fs_req_cleanup(req);
 	log->in_flight = false;
 	log->writing.len = 0;
+	if (log->stalled && log->pending.len < MAX_PENDING / 2) {
+		log->stalled = false;
+		sl_info("access log: writing again after %llu dropped lines", (unsigned long long)SL_LOAD(log->dropped));
+	}
 	if (log->closing) {
 		sl_buf_dispose(&log->writing);
 		return;
@@ -73,7 +93,11 @@ void sl_access_log_write(sl_access_log_t *log, const sl_access_entry_t *e)
 	if (log->fd < 0)
 		return;
 	if (log->pending.len > MAX_PENDING) {
-		log->dropped++;
+		if (!log->stalled)
+			sl_warn("access log: writes are not keeping up, dropping lines "
+			        "(counted in /proxy-metrics access_log.dropped_lines)");
+		log->stalled = true;
+		SL_BUMP(log->dropped, 1);
 		return;
 	}
 	struct timespec ts;

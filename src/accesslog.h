@@ -11,6 +11,11 @@
  *   total_ms=812.4 queue_ms=3.1 upstream_ms=809.0 attempts=1 outcome=success
  *
  * (on one line). bytes is the response body size sent to the client.
+ *
+ * Log rotation: after the file is renamed, SIGUSR1 (or SIGHUP) makes the
+ * main thread open the path anew and dup3() it onto the descriptor the
+ * workers write to; a write in progress finishes in the old file, the next
+ * one lands in the new file, and no worker has to be told.
  */
 #ifndef SL_ACCESSLOG_H
 #define SL_ACCESSLOG_H
@@ -43,12 +48,17 @@ typedef struct sl_access_log {
 	uv_timer_t timer;
 	bool in_flight;
 	bool closing;
-	uint64_t dropped;
+	bool stalled; /* dropping lines (said once per stall) */
+	uint64_t dropped; /* lines dropped while 1 MiB waited (stat.h: read by any thread) */
 } sl_access_log_t;
 
 /* Opens PATH for appending ("-" is stdout). Returns the descriptor, or -1
  * with err set. */
 int sl_access_log_open(const char *path, char *err, size_t errlen);
+
+/* Reopens PATH onto FD (after a rotation). Returns 0, or -1 with err set
+ * and FD left as it was. Nothing to do for stdout. */
+int sl_access_log_reopen(const char *path, int fd, char *err, size_t errlen);
 
 /* A worker's writer; fd < 0 disables it. */
 void sl_access_log_init(sl_access_log_t *log, uv_loop_t *loop, uv_file fd);

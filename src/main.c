@@ -23,7 +23,7 @@ typedef struct {
 	sl_config_t **retired; /* replaced settings: workers may still read them */
 	int nretired;
 	uv_loop_t *loop;
-	uv_signal_t sigterm, sigint, sighup;
+	uv_signal_t sigterm, sigint, sighup, sigusr1;
 	uv_timer_t shutdown_timer;
 	uv_async_t worker_exited;
 } sl_main_t;
@@ -32,6 +32,7 @@ static void do_close_main_handles(sl_main_t *m)
 {
 	uv_close((uv_handle_t *)&m->sigterm, NULL);
 	uv_close((uv_handle_t *)&m->sigint, NULL);
+	uv_close((uv_handle_t *)&m->sigusr1, NULL);
 	uv_close((uv_handle_t *)&m->sighup, NULL);
 	uv_close((uv_handle_t *)&m->shutdown_timer, NULL);
 	uv_close((uv_handle_t *)&m->worker_exited, NULL);
@@ -110,11 +111,27 @@ static void do_reload(sl_main_t *m)
 	        next->max_concurrent_requests, next->max_queue_size);
 }
 
+/* SIGUSR1 (as nginx) and SIGHUP: the access log was rotated; write to a
+ * new file at the configured path. */
+static void do_reopen_logs(sl_main_t *m)
+{
+	const char *path = m->server.cfg->access_log;
+	char err[512];
+	if (m->server.access_log_fd < 0 || path == NULL)
+		return;
+	if (sl_access_log_reopen(path, m->server.access_log_fd, err, sizeof err) != 0)
+		sl_error("%s; still writing to the old file", err);
+	else
+		sl_info("access log reopened: %s", path);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
 	sl_main_t *m = s->data;
-	if (signum == SIGHUP) {
-		do_reload(m);
+	if (signum == SIGHUP || signum == SIGUSR1) {
+		if (signum == SIGHUP)
+			do_reload(m);
+		do_reopen_logs(m);
 		return;
 	}
 	if (atomic_load(&m->server.shutdown_phase) == 0) {
@@ -174,9 +191,9 @@ int main(int argc, char **argv)
 	m.worker_exited.data = &m;
 	uv_timer_init(m.loop, &m.shutdown_timer);
 	m.shutdown_timer.data = &m;
-	uv_signal_t *sigs[] = {&m.sigterm, &m.sigint, &m.sighup};
-	int signums[] = {SIGTERM, SIGINT, SIGHUP};
-	for (int i = 0; i < 3; i++) {
+	uv_signal_t *sigs[] = {&m.sigterm, &m.sigint, &m.sighup, &m.sigusr1};
+	int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+	for (int i = 0; i < 4; i++) {
 		uv_signal_init(m.loop, sigs[i]);
 		sigs[i]->data = &m;
 		uv_signal_start(sigs[i], on_signal, signums[i]);

@@ -23,6 +23,7 @@ sl_snapshot_t *sl_snapshot_take(sl_server_t *s)
 		snap->pool_open += SL_LOAD(w->pool.open);
 		snap->pool_created += SL_LOAD(w->pool.created);
 		snap->pool_reused += SL_LOAD(w->pool.reused);
+		snap->access_log_dropped += SL_LOAD(w->access_log.dropped);
 	}
 	sl_admit_get_stats(&s->admit, &snap->admit);
 	snap->breaker_state = sl_breaker_state(&s->breaker);
@@ -121,26 +122,30 @@ json_t *sl_report_json(const sl_snapshot_t *snap)
 	json_t *config = sl_config_to_json(snap->cfg);
 	snprintf(target, sizeof target, "%s:%d", snap->cfg->target_host, snap->cfg->target_port);
 	json_object_set_new(config, "target", json_string(target));
-	return json_pack("{s:s, s:s, s:f, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}, s:f, s:f, s:o, s:o,"
-	                 " s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, s:{s:s, s:I, s:I},"
-	                 " s:{s:I}, s:{s:i, s:o, s:o}, s:o, s:o}",
-	                 "status", sl_snapshot_status(snap), "timestamp", ts, "uptime_seconds", round3(snap->uptime_s),
-	                 "requests", "total", (json_int_t)m->total, "success", (json_int_t)m->success, "failed",
-	                 (json_int_t)m->failed, "rejected", (json_int_t)m->rejected, "timeouts",
-	                 (json_int_t)m->timeouts, "retries", (json_int_t)m->retries, "circuit_open_rejections",
-	                 (json_int_t)m->rejected_by[SL_REJECT_CIRCUIT_OPEN], "rejected_by", rejected_by, "success_rate",
-	                 sl_snapshot_success_rate(snap), "throughput_rps", round3(throughput_rps(snap)), "latency_ms",
-	                 hist_ms_json(&m->latency_us), "queue_wait_ms", hist_ms_json(&m->queue_wait_us), "concurrency",
-	                 "active", (json_int_t)snap->admit.active, "max", (json_int_t)snap->admit.limit, "queued",
-	                 (json_int_t)snap->admit.queued, "max_queue", (json_int_t)snap->admit.max_queue, "peak_active",
-	                 (json_int_t)snap->admit.peak_active, "peak_queued", (json_int_t)snap->admit.peak_queued,
-	                 "pool", "idle", (json_int_t)snap->pool_idle, "open", (json_int_t)snap->pool_open, "created",
-	                 (json_int_t)snap->pool_created, "reused", (json_int_t)snap->pool_reused, "circuit_breaker",
-	                 "state", sl_breaker_state_name(snap->breaker_state), "consecutive_failures",
-	                 (json_int_t)snap->consecutive_failures, "opened_total", (json_int_t)snap->breaker_opened_total,
-	                 "connections", "clients", (json_int_t)snap->connections, "recent", "window_seconds",
-	                 SL_METRICS_WINDOW, "latency_ms", hist_ms_json(&m->recent_latency_us), "queue_wait_ms",
-	                 hist_ms_json(&m->recent_queue_wait_us), "config", config, "metrics", legacy_json(snap));
+	json_t *root = json_pack(
+	    "{s:s, s:s, s:f, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}, s:f, s:f, s:o, s:o,"
+	    " s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, s:{s:s, s:I, s:I},"
+	    " s:{s:I}, s:{s:i, s:o, s:o}, s:o, s:o}",
+	    "status", sl_snapshot_status(snap), "timestamp", ts, "uptime_seconds", round3(snap->uptime_s), "requests",
+	    "total", (json_int_t)m->total, "success", (json_int_t)m->success, "failed", (json_int_t)m->failed,
+	    "rejected", (json_int_t)m->rejected, "timeouts", (json_int_t)m->timeouts, "retries", (json_int_t)m->retries,
+	    "circuit_open_rejections", (json_int_t)m->rejected_by[SL_REJECT_CIRCUIT_OPEN], "rejected_by", rejected_by,
+	    "success_rate", sl_snapshot_success_rate(snap), "throughput_rps", round3(throughput_rps(snap)),
+	    "latency_ms", hist_ms_json(&m->latency_us), "queue_wait_ms", hist_ms_json(&m->queue_wait_us), "concurrency",
+	    "active", (json_int_t)snap->admit.active, "max", (json_int_t)snap->admit.limit, "queued",
+	    (json_int_t)snap->admit.queued, "max_queue", (json_int_t)snap->admit.max_queue, "peak_active",
+	    (json_int_t)snap->admit.peak_active, "peak_queued", (json_int_t)snap->admit.peak_queued, "pool", "idle",
+	    (json_int_t)snap->pool_idle, "open", (json_int_t)snap->pool_open, "created", (json_int_t)snap->pool_created,
+	    "reused", (json_int_t)snap->pool_reused, "circuit_breaker", "state",
+	    sl_breaker_state_name(snap->breaker_state), "consecutive_failures", (json_int_t)snap->consecutive_failures,
+	    "opened_total", (json_int_t)snap->breaker_opened_total, "connections", "clients",
+	    (json_int_t)snap->connections, "recent", "window_seconds", SL_METRICS_WINDOW, "latency_ms",
+	    hist_ms_json(&m->recent_latency_us), "queue_wait_ms", hist_ms_json(&m->recent_queue_wait_us), "config",
+	    config, "metrics", legacy_json(snap));
+	json_object_set_new(root, "access_log",
+	                    json_pack("{s:b, s:I}", "enabled", snap->cfg->access_log != NULL, "dropped_lines",
+	                              (json_int_t)snap->access_log_dropped));
+	return root;
 }
 
 /* ---- Prometheus ------------------------------------------------------------ */
@@ -234,5 +239,7 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 	do_metric(out, "sluice_circuit_breaker_opened_total", "counter", "Times the breaker opened.",
 	          (double)snap->breaker_opened_total);
 	do_metric(out, "sluice_client_connections", "gauge", "Client connections held.", (double)snap->connections);
+	do_metric(out, "sluice_access_log_dropped_lines_total", "counter",
+	          "Access log lines dropped because the disk did not keep up.", (double)snap->access_log_dropped);
 	do_metric(out, "sluice_uptime_seconds", "gauge", "Seconds since sluice started.", snap->uptime_s);
 }

@@ -29,7 +29,8 @@ typedef struct sl_snapshot {
 	uint32_t consecutive_failures;
 	uint64_t breaker_opened_total;
 	uint64_t pool_idle, pool_open, pool_created, pool_reused;
-	uint64_t connections; /* client connections held */
+	uint64_t connections;        /* client connections held */
+	uint64_t access_log_dropped; /* lines dropped (disk too slow) */
 } sl_snapshot_t;
 
 /* A new snapshot (heap: it holds two histograms); free() it. */

@@ -416,3 +416,41 @@ def test_start_script(upstream, procs, tmp_path):
     status, _, body = http_get(p.url + "/proxy-health")
     assert status == 200 and json.loads(body)["status"] == "healthy"
     assert p.stop() == 0  # SIGTERM: drains and exits 0
+
+
+# ---- logrotate ------------------------------------------------------------------------
+
+
+def test_logrotate_rule_rotates_and_sluice_reopens(upstream, start_sluice, tmp_path):
+    """deploy/logrotate/sluice, with the log path and the signal's target
+    pointed at this test's sluice: logrotate renames the file, the postrotate
+    SIGUSR1 makes sluice write to a new file, no line is lost."""
+    if shutil.which("logrotate") is None:
+        pytest.skip("logrotate is not installed (.ci/run installs it)")
+    from test_observability import get, logged_targets
+    from test_forwarding import wait_until
+
+    path = str(tmp_path / "access.log")
+    sl = start_sluice(upstream.port, access_log=path, workers=1)
+    rule = read(os.path.join(DEPLOY, "logrotate", "sluice"))
+    signal_line = "systemctl kill --signal=USR1 sluice.service"
+    assert "/var/log/sluice/access.log {" in rule and signal_line in rule, rule
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(rule.replace("/var/log/sluice/access.log", path)
+                    .replace(signal_line, "kill -USR1 %d" % sl.pid))
+
+    first = ["/first-%d" % i for i in range(3)]
+    for t in first:
+        assert get(sl.port, t).status == 200
+    assert wait_until(lambda: logged_targets(path) == first, 3), read(path)
+    r = subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "state"), str(conf)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert logged_targets(path + ".1") == first  # delaycompress: the newest rotation stays plain
+    assert wait_until(lambda: os.path.exists(path), 5), "sluice did not reopen %s" % path
+    second = ["/second-%d" % i for i in range(3)]
+    for t in second:
+        assert get(sl.port, t).status == 200
+    assert wait_until(lambda: logged_targets(path) == second, 3), read(path)
+    assert logged_targets(path + ".1") == first
+    assert sl.stop() == 0

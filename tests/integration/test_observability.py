@@ -934,6 +934,117 @@ def test_access_log_to_stdout(start_upstream, tmp_path):
     assert (entries["/two?status=404"]["status"], entries["/two?status=404"]["outcome"]) == (404, "success")
 
 
+def logged_targets(path):
+    return [e["target"] for e in read_log(path)]
+
+
+def test_access_log_reopened_after_rotation(start_upstream, start_sluice, tmp_path):
+    """logrotate's way: rename the file, signal, and the next lines go to a
+    new file at the configured path; nothing is lost on either side, and a
+    failed reopen keeps writing to the old file."""
+    up = start_upstream()
+    path = str(tmp_path / "access.log")
+    sl = start_sluice(up.port, access_log=path)
+
+    def requests(prefix, n=3):
+        names = ["/%s-%d" % (prefix, i) for i in range(n)]
+        for t in names:
+            assert get(sl.port, t).status == 200
+        return names
+
+    before = requests("before")
+    assert wait_until(lambda: set(before) <= set(logged_targets(path)), 3), read_log(path)
+    os.rename(path, path + ".1")
+    # renamed, not yet signalled: these lines may still sit in a worker's
+    # buffer at the signal, so they end in either file, once
+    between = requests("between")
+    sl.signal(signal.SIGUSR1)
+    assert wait_until(lambda: os.path.exists(path), 5), "SIGUSR1 did not reopen %s" % path
+    after = requests("after")
+
+    # (two workers: the order of lines across them is not the order of requests)
+    def split_ok():
+        old, new = logged_targets(path + ".1"), logged_targets(path)
+        return (sorted(old + new) == sorted(before + between + after) and set(before) <= set(old)
+                and set(after) <= set(new))
+
+    assert wait_until(split_ok, 3), (read_log(path + ".1"), read_log(path))
+    rotated_1, first_new = logged_targets(path + ".1"), logged_targets(path)
+
+    # SIGHUP reopens too (here without --config: nothing to reload)
+    os.rename(path, path + ".2")
+    sl.signal(signal.SIGHUP)
+    assert wait_until(lambda: os.path.exists(path), 5), "SIGHUP did not reopen %s" % path
+    hup = requests("hup")
+    assert wait_until(lambda: sorted(logged_targets(path)) == sorted(hup), 3), read_log(path)
+
+    # the path cannot be opened (a directory took its place): sluice says so
+    # and keeps writing to the file it has
+    os.rename(path, path + ".3")
+    os.mkdir(path)
+    sl.signal(signal.SIGUSR1)
+    assert wait_until(lambda: b"cannot open access log" in sl.stderr(), 5), sl.stderr()[-2000:]
+    kept = requests("kept")
+    assert wait_until(lambda: sorted(logged_targets(path + ".3")) == sorted(hup + kept), 3), read_log(path + ".3")
+
+    m = metrics(sl.url)
+    assert m["access_log"] == {"enabled": True, "dropped_lines": 0}, m["access_log"]
+    sl.stop()
+    assert logged_targets(path + ".1") == rotated_1
+    assert logged_targets(path + ".2") == first_new
+    assert sorted(logged_targets(path + ".3")) == sorted(hup + kept)
+
+
+def test_access_log_stall_drops_and_counts_lines_but_never_slows_requests(start_upstream, start_sluice,
+                                                                           tmp_path):
+    """The log is a FIFO nobody reads: once the pipe and the 1 MiB buffer are
+    full, lines are dropped and counted while every request is still served.
+    When the reader comes back, every line that was not counted as dropped
+    arrives, whole."""
+    up = start_upstream(workers=2)
+    path = str(tmp_path / "access.fifo")
+    os.mkfifo(path)
+    rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a reader exists, but reads nothing yet
+    drained = bytearray()
+    reader = None
+    try:
+        sl = start_sluice(up.port, access_log=path, workers=1)
+        n = 1500
+        target = "/stall?pad=" + "p" * 2000  # ~2.1 KB a line: 1500 lines are 3 MB
+        load = subprocess.run([os.path.join(BUILD, "sluice-load"), "--url", sl.url + target, "--concurrent", "8",
+                               "--total-requests", str(n), "--json"], capture_output=True, timeout=120)
+        r = json.loads(load.stdout)
+        assert load.returncode == 0 and r["success"] == n, r
+        m = metrics(sl.url)
+        dropped = m["access_log"]["dropped_lines"]
+        assert m["access_log"]["enabled"] is True
+        assert 0 < dropped < n, m["access_log"]
+        _, samples = validate_prometheus(prometheus_text(sl.url))
+        assert prom_value(samples, "sluice_access_log_dropped_lines_total") == dropped
+        assert sl.stderr().count(b"dropping lines") == 1, sl.stderr()[-2000:]  # said once, not per line
+
+        os.set_blocking(rfd, True)
+
+        def drain():
+            while True:
+                chunk = os.read(rfd, 65536)
+                if not chunk:
+                    return
+                drained.extend(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        sl.stop()  # flushes what is left, closes the write end: the reader sees EOF
+        reader.join(30)
+        assert not reader.is_alive(), "sluice did not close the log"
+    finally:
+        os.close(rfd)
+    lines = [ln for ln in drained.decode().split("\n") if ln]
+    entries = [parse_log_line(ln) for ln in lines]
+    assert all(e["target"] == target and e["status"] == 200 for e in entries), lines[:3]
+    assert len(entries) + dropped == n, (len(entries), dropped, n)
+
+
 # --------------------------------------------------------------------------
 # 6. SIGHUP
 
