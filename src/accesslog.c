@@ -48,7 +48,8 @@ static void on_written(uv_fs_t *req)
 	log->writing.len = 0;
 	if (log->stalled && log->pending.len < MAX_PENDING / 2) {
 		log->stalled = false;
-		sl_info("access log: writing again after %llu dropped lines", (unsigned long long)SL_LOAD(log->dropped));
+		sl_info("access log: writing again after %llu dropped lines",
+		        (unsigned long long)SL_LOAD(log->dropped));
 	}
 	if (log->closing) {
 		sl_buf_dispose(&log->writing);

@@ -48,7 +48,7 @@ typedef struct sl_access_log {
 	uv_timer_t timer;
 	bool in_flight;
 	bool closing;
-	bool stalled; /* dropping lines (said once per stall) */
+	bool stalled;     /* dropping lines (said once per stall) */
 	uint64_t dropped; /* lines dropped while 1 MiB waited (stat.h: read by any thread) */
 } sl_access_log_t;
 

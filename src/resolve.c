@@ -91,12 +91,24 @@ int sl_resolver_init(sl_resolver_t *r, uv_loop_t *loop, const char *host, int po
 	return 0;
 }
 
-int sl_resolver_pick(sl_resolver_t *r, struct sockaddr_storage *out)
+int sl_resolver_status(const sl_resolver_t *r)
 {
 	if (r->naddrs == 0)
 		return r->in_flight ? UV_EAGAIN : (r->last_status ? r->last_status : UV_EAI_NONAME);
-	*out = r->addrs[r->next++ % (unsigned)r->naddrs];
 	return 0;
+}
+
+unsigned sl_resolver_first(sl_resolver_t *r)
+{
+	return r->next++;
+}
+
+int sl_resolver_pick(const sl_resolver_t *r, unsigned i, struct sockaddr_storage *out)
+{
+	int status = sl_resolver_status(r);
+	if (status == 0)
+		*out = r->addrs[i % (unsigned)r->naddrs];
+	return status;
 }
 
 void sl_resolver_wait(sl_resolver_t *r, sl_resolve_waiter_t *w, sl_resolve_cb cb)

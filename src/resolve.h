@@ -49,9 +49,18 @@ typedef struct sl_resolver {
 /* Starts the first lookup (unless host is numeric). Returns 0 or a uv error. */
 int sl_resolver_init(sl_resolver_t *r, uv_loop_t *loop, const char *host, int port, uint64_t refresh_ms);
 
-/* Copies the next address into *out and returns 0; UV_EAGAIN while the first
- * lookup is still running (then wait); the lookup's error when it failed. */
-int sl_resolver_pick(sl_resolver_t *r, struct sockaddr_storage *out);
+/* 0 when addresses are known; UV_EAGAIN while the first lookup is still
+ * running (then wait); the lookup's error when it failed. */
+int sl_resolver_status(const sl_resolver_t *r);
+
+/* Where a new connection starts in the address list: each one further than
+ * the last, so that connections spread over the addresses (round robin). */
+unsigned sl_resolver_first(sl_resolver_t *r);
+
+/* Copies address number i (modulo their count, which a refresh may change)
+ * into *out and returns 0, or returns sl_resolver_status(). A connection
+ * tries first, first + 1, ... when one fails. */
+int sl_resolver_pick(const sl_resolver_t *r, unsigned i, struct sockaddr_storage *out);
 
 /* Calls w->cb(w, status) once the lookup in flight ends. Never synchronous. */
 void sl_resolver_wait(sl_resolver_t *r, sl_resolve_waiter_t *w, sl_resolve_cb cb);

@@ -53,10 +53,11 @@ struct sl_upconn {
 	uv_shutdown_t shutdown_req;
 	bool extra_bytes; /* bytes after the response: connection unusable */
 	bool tcp_open;
-	bool warming;     /* opened by sl_upstream_keep_warm, for the pool */
-	int addr_tries;   /* addresses of the target tried by this connect */
-	bool replacing;   /* the socket of a failed address is closing */
-	int error_status; /* a 502/503/504 the client declined, to retry */
+	bool warming;        /* opened by sl_upstream_keep_warm, for the pool */
+	int addr_tries;      /* addresses of the target tried by this connect */
+	unsigned addr_first; /* sl_resolver_first(): where this connect started */
+	bool replacing;      /* the socket of a failed address is closing */
+	int error_status;    /* a 502/503/504 the client declined, to retry */
 };
 
 static void do_fail(sl_upconn_t *up, sl_up_error_t kind, int uv_err);
@@ -117,6 +118,7 @@ static const sl_http1_callbacks_t response_callbacks = {on_resp_head, on_resp_bo
 /* ---- timers -------------------------------------------------------------- */
 
 static void on_timer(uv_timer_t *t);
+static bool do_try_next_address(sl_upconn_t *up);
 
 static void do_arm(sl_upconn_t *up, uint64_t ms)
 {
@@ -145,8 +147,16 @@ static void on_timer(uv_timer_t *t)
 		return;
 	}
 	switch (up->state) {
-	case UP_RESOLVING:
-	case UP_CONNECTING: do_fail(up, SL_UP_CONNECT_TIMEOUT, UV_ETIMEDOUT); break;
+	case UP_RESOLVING: do_fail(up, SL_UP_CONNECT_TIMEOUT, UV_ETIMEDOUT); break;
+	case UP_CONNECTING:
+		/* An address that swallows SYNs (a dead IPv6 route, a firewall
+		 * drop) gets its full connect_timeout, then the next one gets
+		 * the same, as nginx gives each upstream server. */
+		if (do_try_next_address(up))
+			do_arm(up, sl_config_ms(cfg->connect_timeout));
+		else
+			do_fail(up, SL_UP_CONNECT_TIMEOUT, UV_ETIMEDOUT);
+		break;
 	case UP_IDLE:
 		if (now - up->last_read >= sl_config_ms(cfg->pool_idle_timeout))
 			do_close(up);
@@ -374,22 +384,31 @@ static void on_socket_replaced(uv_handle_t *h)
 	do_connect(up);
 }
 
+/* The name has several addresses (IPv6 and IPv4, say): when one fails,
+ * the connection tries the next on a fresh socket. False when none is
+ * left. */
+static bool do_try_next_address(sl_upconn_t *up)
+{
+	if (++up->addr_tries >= up->w->resolver.naddrs)
+		return false;
+	up->tcp_open = false;
+	up->replacing = true;
+	uv_close((uv_handle_t *)&up->tcp, on_socket_replaced);
+	return true;
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
 	sl_upconn_t *up = req->data;
 	if (up->state != UP_CONNECTING)
 		return; /* closed meanwhile (status is UV_ECANCELED) */
+	if (up->replacing)
+		return; /* the socket a connect timeout gave up on (UV_ECANCELED) */
 	if (status != 0) {
 		sl_debug("upstream connect failed: %s", uv_strerror(status));
-		if (++up->addr_tries < up->w->resolver.naddrs) {
-			/* The name has several addresses (IPv6 and IPv4, say): try
-			 * the next one on a fresh socket within the same deadline. */
-			up->tcp_open = false;
-			up->replacing = true;
-			uv_close((uv_handle_t *)&up->tcp, on_socket_replaced);
-			return;
-		}
-		do_fail(up, SL_UP_CONNECT, status);
+		/* a refusal is quick: the next address shares the deadline */
+		if (!do_try_next_address(up))
+			do_fail(up, SL_UP_CONNECT, status);
 		return;
 	}
 	sl_deadline_stop(&up->timer);
@@ -399,7 +418,9 @@ static void on_connect(uv_connect_t *req, int status)
 static void do_connect(sl_upconn_t *up)
 {
 	struct sockaddr_storage addr;
-	int err = sl_resolver_pick(&up->w->resolver, &addr);
+	if (up->addr_tries == 0)
+		up->addr_first = sl_resolver_first(&up->w->resolver);
+	int err = sl_resolver_pick(&up->w->resolver, up->addr_first + (unsigned)up->addr_tries, &addr);
 	if (err != 0) {
 		do_fail(up, SL_UP_RESOLVE, err);
 		return;
@@ -428,8 +449,7 @@ static void on_deferred_connect(uv_timer_t *t)
 		return;
 	}
 	do_arm(up, sl_config_ms(up->w->cfg->connect_timeout));
-	struct sockaddr_storage addr;
-	if (sl_resolver_pick(&up->w->resolver, &addr) == UV_EAGAIN) {
+	if (sl_resolver_status(&up->w->resolver) == UV_EAGAIN) {
 		up->state = UP_RESOLVING;
 		sl_resolver_wait(&up->w->resolver, &up->rwait, on_resolved);
 		return;

@@ -11,13 +11,15 @@ other test_*.py files of this directory (they import it from here).
 import json
 import os
 import random
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import free_port, http_get, upstream_stats
+from conftest import BUILD, Proc, free_port, http_get, upstream_stats
 
 # --------------------------------------------------------------------------
 # shared helpers (imported by test_bad_input, test_timeouts, test_resources,
@@ -864,3 +866,88 @@ def test_target_host_name_resolved(upstream, start_sluice):
     with HttpConn(sl.port) as c:
         r = c.request("GET", "/?size=8")
     assert r.status == 200 and r.body == pattern(8)
+
+
+def own_hosts_file_works():
+    """sluice can be started in a private mount namespace with its own
+    /etc/hosts (root and CAP_SYS_ADMIN; the real file is never touched)."""
+    if shutil.which("unshare") is None:
+        return False
+    r = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind /dev/null /etc/hosts"], capture_output=True)
+    return r.returncode == 0
+
+
+def black_hole_v6(port):
+    """A listener on [::1]:port whose accept queue is full: SYNs to it are
+    dropped, so a connect hangs until its timeout. Returns the sockets."""
+    lst = socket.socket(socket.AF_INET6)
+    lst.bind(("::1", port))
+    lst.listen(0)
+    held = [lst]
+    for _ in range(4):
+        c = socket.socket(socket.AF_INET6)
+        c.setblocking(False)
+        try:
+            c.connect(("::1", port))
+        except BlockingIOError:
+            pass
+        held.append(c)
+    time.sleep(0.1)
+    probe = socket.socket(socket.AF_INET6)
+    probe.settimeout(0.3)
+    try:
+        probe.connect(("::1", port))
+        ok = False
+    except (socket.timeout, TimeoutError):
+        ok = True
+    finally:
+        probe.close()
+    if not ok:
+        for h in held:
+            h.close()
+        pytest.skip("cannot make a black-hole address on ::1 here")
+    return held
+
+
+@pytest.mark.parametrize("first", ["refused", "black_hole"])
+def test_next_address_after_a_refused_or_silent_one(procs, tmp_path, first):
+    """A target name with two addresses, ::1 first: nothing listens there
+    (refused: the next address at once) or SYNs vanish (black hole: the next
+    address after connect_timeout). Every request succeeds with no retry;
+    connections start on the addresses in turn."""
+    if not socket.has_ipv6 or not own_hosts_file_works():
+        pytest.skip("needs IPv6 on loopback and a private mount namespace (unshare -m) for /etc/hosts")
+    port = free_port()
+    held = black_hole_v6(port) if first == "black_hole" else []
+    try:
+        up = Proc([os.path.join(BUILD, "sluice-upstream"), "--host", "127.0.0.1", "--port", str(port)], port,
+                  "sluice-upstream", tmp_path)
+        procs.append(up)
+        hosts = tmp_path / "hosts"
+        hosts.write_text("::1 dual.test\n127.0.0.1 dual.test\n")
+        sl_port = free_port()
+        argv = ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts),
+                os.path.join(BUILD, "sluice"), "--listen-host", "127.0.0.1", "--listen-port", str(sl_port),
+                "--target-host", "dual.test", "--target-port", str(port), "--workers", "1",
+                "--connect-timeout", "0.4", "--max-retries", "0"]
+        sl = Proc(argv, sl_port, "sluice", tmp_path)
+        procs.append(sl)
+        times = []
+        for i in range(4):
+            t0 = time.monotonic()
+            with HttpConn(sl_port) as c:  # connection=close: each request needs a new upstream connection
+                r = c.request("GET", "/dual-%d?connection=close&size=4" % i)
+            times.append(time.monotonic() - t0)
+            assert r.status == 200 and r.body == pattern(4), (i, r)
+        slow = [t for t in times if t >= 0.38]
+        if first == "black_hole":
+            # the connections that started on ::1 waited out the timeout there
+            assert len(slow) == 2 and all(t < 2.0 for t in slow), times
+        else:
+            assert not slow, times
+        m = json.loads(http_get("http://127.0.0.1:%d/proxy-metrics" % sl_port)[2])
+        assert (m["requests"]["success"], m["requests"]["failed"], m["requests"]["retries"]) == (4, 0, 0), m
+        assert upstream_stats(up)["requests"] == 4
+    finally:
+        for h in held:
+            h.close()
