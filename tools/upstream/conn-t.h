@@ -87,7 +87,8 @@ typedef struct sl_up_conn {
 	bool writing;       /* wreq is outstanding */
 	bool parsing;       /* inside the parse loop: do not re-enter it */
 	bool open_counted;  /* sl_up_stats_conn_open() applies to us */
-	bool req_counted;   /* the current request is in stats' inflight */
+	bool req_counted;   /* the current request is counted in stats */
+	bool req_answered;  /* ...and already left inflight: its last bytes are being written */
 	uint64_t nreq;      /* request heads received on this connection */
 
 	llhttp_t parser;

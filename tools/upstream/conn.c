@@ -84,10 +84,9 @@ static void do_close(sl_up_conn_t *c)
 	if (c->state == SL_UP_CLOSING)
 		return;
 	c->state = SL_UP_CLOSING;
-	if (c->req_counted) {
+	if (c->req_counted && !c->req_answered)
 		sl_up_stats_request_done(false);
-		c->req_counted = false;
-	}
+	c->req_counted = c->req_answered = false;
 	if (c->open_counted)
 		sl_up_stats_conn_close();
 	sl_list_remove(&c->node);
@@ -682,15 +681,20 @@ static void do_parse(sl_up_conn_t *c)
 	}
 }
 
+void sl_up_conn_response_ending(sl_up_conn_t *c)
+{
+	if (c->req_counted && !c->req_answered) {
+		sl_up_stats_request_done(!c->resp.truncate);
+		c->req_answered = true;
+	}
+}
+
 void sl_up_conn_response_done(sl_up_conn_t *c)
 {
-	sl_up_resp_t *r = &c->resp;
-	if (c->req_counted) {
-		sl_up_stats_request_done(!r->truncate);
-		c->req_counted = false;
-	}
+	sl_up_conn_response_ending(c);
+	c->req_counted = c->req_answered = false;
 	sl_up_respond_dispose(c);
-	if (r->close_after) {
+	if (c->resp.close_after) {
 		do_graceful_close(c);
 		return;
 	}

@@ -36,6 +36,13 @@ void sl_up_conns_close_all(sl_up_conns_t *set);
 
 /* For respond.c ------------------------------------------------------------ */
 
+/* The last bytes of the response are about to be written: the request
+ * leaves inflight now, before the write. Once they are written the client
+ * may send its next request, possibly to another worker thread; counting
+ * after the write would let that thread see both for a moment, and a
+ * proxy's exact limit would read as limit + 1. */
+void sl_up_conn_response_ending(sl_up_conn_t *c);
+
 /* The response has been fully written (or, for fail=truncate, all of it
  * that will be): count it, then keep the connection alive or close it. */
 void sl_up_conn_response_done(sl_up_conn_t *c);

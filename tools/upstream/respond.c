@@ -321,6 +321,8 @@ void sl_up_respond_pump(sl_up_conn_t *c)
 		uv_buf_t bufs[3];
 		size_t total;
 		unsigned nb = do_fill(c, bufs, &total);
+		if (c->resp.body_done)
+			sl_up_conn_response_ending(c);
 		if (total) {
 			/* Past the budget, uv_write() still writes at once but calls
 			 * back on the next loop turn: other connections get a go. */
