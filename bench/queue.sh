@@ -38,6 +38,16 @@
 # peak_inflight read 0.5 s before the load ends ("peak") and after it ("p_end",
 # which includes the instant wrk closes all its connections).
 #
+# Open loop (OPEN=1, default): the same proxies again under sluice-load
+# --rate OPEN_RATE (3,000 req/s, 1.5 x the ideal; up to OPEN_CONNS
+# connections), the load of many independent callers: requests arrive on a
+# schedule whether or not earlier ones were answered, and a rejected caller
+# does not come straight back. wrk's closed loop instead sends the next
+# request the instant a 503 arrives, so 300 of its 400 connections bounce
+# off the full queue ~100,000 times a second and the box's two cores go to
+# the storm; throughput and rejection latency then measure the box more than
+# the proxy. The probe runs during both.
+#
 # Per proxy it prints: served 2xx per second and as a share of the ideal
 # 100 / 0.05 s = 2,000 req/s, the upstream's peak in-flight, p50/p99 of served
 # requests, rejections (non-2xx responses and socket errors) and the probe's
@@ -62,6 +72,9 @@ QUEUE=${QUEUE:-200}
 DELAY_MS=${DELAY_MS:-50}
 PROBE_N=${PROBE_N:-200}
 TARGETS=${TARGETS:-"direct sluice haproxy haproxy-q200 nginx"}
+OPEN=${OPEN:-1}              # 0: skip the open-loop table
+OPEN_RATE=${OPEN_RATE:-3000} # offered req/s in the open-loop run: 1.5 x the ideal
+OPEN_CONNS=${OPEN_CONNS:-1000}
 URL_PATH="/?delay_ms=$DELAY_MS&echo=1"
 
 SCRIPT=queue.sh
@@ -383,6 +396,54 @@ except Exception: print("n/a")' 2>/dev/null || echo n/a)
 	for _ in $(seq 200); do [ "$(up_stat inflight)" = 0 ] && break; sleep 0.05; done
 done
 
+# ---------------------------------------------------------------- open loop
+
+OPEN_ROWS=()
+if [ "$OPEN" = 1 ]; then
+	for t in $TARGETS; do
+		[ "$t" = direct ] && continue
+		eval "port=\$PORT_${t//-/_}"
+		url="http://127.0.0.1:$port$URL_PATH"
+		"$WRK" -t"$WRK_THREADS" -c"$LIMIT" -d1s "$url" >/dev/null 2>&1 || true
+		for _ in $(seq 100); do [ "$(up_stat inflight)" = 0 ] && break; sleep 0.05; done
+		curl -s -X POST "$UP/__reset" >/dev/null
+		out_file="$TMP/open-$t.json"
+		"$ROOT/$BUILD/sluice-load" --url "$url" --rate "$OPEN_RATE" --concurrent "$OPEN_CONNS" \
+			--duration "$DURATION" --timeout 35 --json >"$out_file" 2>"$TMP/open-$t.err" &
+		load_pid=$!
+		PIDS+=("$load_pid")
+		sleep 1
+		python3 "$TMP/probe.py" "$port" "$PROBE_N" 0.04 "$URL_PATH" >"$TMP/oprobe-$t.json" 2>"$TMP/oprobe-$t.err" &
+		probe_pid=$!
+		PIDS+=("$probe_pid")
+		sleep "$(awk -v d="$DURATION" 'BEGIN {print d - 1.5}')"
+		peak=$(up_stat peak_inflight)
+		wait "$load_pid" || [ -s "$out_file" ] || die "sluice-load failed against $t: $(cat "$TMP/open-$t.err")"
+		wait "$probe_pid" || log "probe failed against $t: $(cat "$TMP/oprobe-$t.err")"
+		row=$(python3 - "$out_file" "$TMP/oprobe-$t.json" "$t" "$ideal" "$peak" <<'PY'
+import json, sys
+out, probe, name, ideal, peak = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
+r = json.load(open(out))
+try:
+    p = json.load(open(probe))
+except Exception:
+    p = {}
+ok = sum(v for k, v in r["status_codes"].items() if 200 <= int(k) < 300)
+dur = r["duration_seconds"]
+other = r["total"] - ok
+errs = sum(r["errors"].values())
+f = lambda v: "-" if v is None else v
+print("%-13s %7.0f %7.0f %6.1f%% %5s %8d %7d %9s %9s %8.2f %8.2f" % (
+    name, r["requests_per_second"], ok / dur, 100 * ok / dur / ideal, peak, other, errs,
+    f(p.get("rej_p50")), f(p.get("rej_p99")), r["p50"], r["p99"]))
+PY
+)
+		OPEN_ROWS+=("$row")
+		log "open loop: $row"
+		for _ in $(seq 400); do [ "$(up_stat inflight)" = 0 ] && break; sleep 0.05; done
+	done
+fi
+
 # ---------------------------------------------------------------- report
 
 echo
@@ -402,8 +463,8 @@ echo "peak: the upstream's own peak of requests in flight while the load ran (re
 echo "sluice: must be <= $LIMIT); p_end: the same read after the run, which adds the moment wrk closes all its"
 echo "connections: a proxy that aborts an in-flight request frees its slot at once and may hand it to a queued"
 echo "one before the upstream has noticed the abort, so the upstream briefly counts both."
-echo "The upstream counts a request done in its write callback, a moment after the response left, so a"
-echo "peak of limit+1 can be its own lag (HAProxy's exact maxconn $LIMIT reads the same)."
+echo "The upstream counts a request done just before it writes the response's last bytes, so no proxy's"
+echo "next request can be counted while the previous one still is: a peak above $LIMIT is the proxy's."
 echo "p50_ms, p99_ms: latency of served (2xx) requests only, from the send stamp echoed by the upstream."
 echo "non2xx: rejections and errors answered (sluice 503 queue_full/queue_timeout, nginx 502, haproxy 503);"
 echo "sockerr: wrk socket errors (connect/read/write/timeout)."
@@ -415,5 +476,16 @@ echo "direct: wrk with $LIMIT connections straight to the upstream (no proxy, no
 echo "haproxy: default unbounded queue (timeout queue 30s) — nobody is refused, everyone waits."
 echo "haproxy-q200: + 'http-request deny deny_status 503 if { queue(be) ge $QUEUE }' (approximate bound)."
 echo "nginx: OSS nginx has no queue; beyond max_conns=$LIMIT (zone-shared by the workers) it answers 502 at once."
+if [ "$OPEN" = 1 ]; then
+	echo
+	echo "Open loop: sluice-load --rate $OPEN_RATE --concurrent $OPEN_CONNS, ${DURATION} s (offered 1.5 x the ideal)"
+	printf '%-13s %7s %7s %7s %5s %8s %7s %9s %9s %8s %8s\n' proxy "sent/s" "2xx/s" ideal peak \
+		"non2xx" errors "rej_p50" "rej_p99" "all_p50" "all_p99"
+	printf '%s\n' "${OPEN_ROWS[@]}"
+	echo "sent/s: requests sent per second (from each one's scheduled start); 2xx/s, ideal: served, as above;"
+	echo "non2xx: answered otherwise (rejections); errors: sluice-load's connect/timeout/reset/other;"
+	echo "rej_*: the probe, as above; all_*: sluice-load's latency over every request, from its intended start"
+	echo "(no coordinated omission), so a queue that only grows shows as seconds."
+fi
 echo
 printf '%s\n' "${NOTES[@]}"
