@@ -117,7 +117,7 @@ static void do_reopen_logs(sl_main_t *m)
 {
 	const char *path = m->server.cfg->access_log;
 	char err[512];
-	if (m->server.access_log_fd < 0 || path == NULL)
+	if (m->server.access_log_fd < 0 || path == NULL || strcmp(path, "-") == 0)
 		return;
 	if (sl_access_log_reopen(path, m->server.access_log_fd, err, sizeof err) != 0)
 		sl_error("%s; still writing to the old file", err);

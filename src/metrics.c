@@ -53,10 +53,16 @@ void sl_metrics_retry(sl_metrics_t *m)
 	BUMP(m->retries, 1);
 }
 
+/* Which 10 s period now is in, counted from 1 (an epoch of 0 is "unused"). */
+static uint64_t recent_period(uint64_t now_ms)
+{
+	return now_ms / 1000 / SL_RECENT_SLOT_S + 1;
+}
+
 /* The slot for now, emptied first when it still holds an older period. */
 static sl_hist_t *recent_slot(sl_recent_hist_t *r, uint64_t now_ms)
 {
-	uint64_t period = now_ms / 1000 / SL_RECENT_SLOT_S + 1;
+	uint64_t period = recent_period(now_ms);
 	unsigned i = (unsigned)(period % SL_RECENT_SLOTS);
 	if (r->epoch[i] != period) {
 		sl_hist_reset(&r->slot[i]);
@@ -67,7 +73,7 @@ static sl_hist_t *recent_slot(sl_recent_hist_t *r, uint64_t now_ms)
 
 static void recent_merge(const sl_recent_hist_t *r, sl_hist_t *into, uint64_t now_ms)
 {
-	uint64_t period = now_ms / 1000 / SL_RECENT_SLOT_S + 1;
+	uint64_t period = recent_period(now_ms);
 	for (unsigned i = 0; i < SL_RECENT_SLOTS; i++) {
 		uint64_t e = LOAD(r->epoch[i]);
 		if (e != 0 && e <= period && e + SL_RECENT_SLOTS > period)
