@@ -110,6 +110,8 @@ struct sl_client {
 	bool connect;       /* the request is CONNECT: a tunnel if the upstream agrees */
 	bool tunnel_up_eof; /* tunnel: the upstream has sent everything */
 	bool head_pending;  /* the response head waits in `out` for the first body bytes */
+	bool req_head_pending; /* the request head waits in `out` for this read's body bytes */
+	bool parsing;          /* inside do_parse: it sends a pending request head when done */
 	bool shut;          /* uv_shutdown issued on the client connection */
 	bool shut_done;     /* ... and completed */
 	bool write_failed;  /* closing from the timer */
@@ -413,6 +415,35 @@ static void do_send_continue(sl_client_t *c)
 	do_write(c, &b, 1);
 }
 
+/* Bytes to the upstream, after the request head when it is still waiting:
+ * a POST whose body came with its head leaves in one system call. */
+static int do_send_up(sl_client_t *c, const uv_buf_t *bufs, unsigned n)
+{
+	if (!c->req_head_pending)
+		return sl_upstream_send(c->up, bufs, n);
+	c->req_head_pending = false;
+	const sl_http_msg_t *req = &c->parser.msg;
+	sl_up_expect_t expect = c->connect                 ? SL_UP_EXPECT_TUNNEL
+	                        : req->method == HTTP_HEAD ? SL_UP_EXPECT_NO_BODY
+	                                                   : SL_UP_EXPECT_BODY;
+	int r = sl_upstream_send_head(c->up, c->out.base, c->out.len, bufs, n, expect);
+	c->out.len = 0;
+	return r;
+}
+
+/* Sends the request head now if no body bytes are coming in this turn. */
+static void do_flush_request_head(sl_client_t *c)
+{
+	if (!c->req_head_pending)
+		return;
+	if (c->up == NULL || c->state != CL_FORWARD) {
+		c->req_head_pending = false; /* the attempt was abandoned */
+		return;
+	}
+	if (do_send_up(c, NULL, 0) > 0)
+		c->up_backlogged = true;
+}
+
 /* Body bytes to the upstream, framed as the request head said. */
 static int do_send_body(sl_client_t *c, const char *at, size_t len)
 {
@@ -421,10 +452,10 @@ static int do_send_body(sl_client_t *c, const char *at, size_t len)
 		int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
 		uv_buf_t bufs[3] = {uv_buf_init(size_line, (unsigned)n), uv_buf_init((char *)at, (unsigned)len),
 		                    uv_buf_init((char *)"\r\n", 2)};
-		return sl_upstream_send(c->up, bufs, 3);
+		return do_send_up(c, bufs, 3);
 	}
 	uv_buf_t b = uv_buf_init((char *)at, (unsigned)len);
-	return sl_upstream_send(c->up, &b, 1);
+	return do_send_up(c, &b, 1);
 }
 
 static void do_finish_request_body(sl_client_t *c)
@@ -432,12 +463,17 @@ static void do_finish_request_body(sl_client_t *c)
 	static const char last_chunk[] = "0\r\n\r\n";
 	if (c->req_framing == SL_FRAME_CHUNKED) {
 		uv_buf_t b = uv_buf_init((char *)last_chunk, sizeof last_chunk - 1);
-		sl_upstream_send(c->up, &b, 1);
+		if (do_send_up(c, &b, 1) > 0)
+			c->up_backlogged = true;
+	} else {
+		do_flush_request_head(c);
 	}
 	sl_upstream_request_done(c->up);
 }
 
-/* The upstream connection is ready: send the head, let the body flow. */
+/* The upstream connection is ready: send the head, let the body flow. The
+ * head goes out with the first body bytes (a retry's replayed body, or what
+ * the parser finds in this read), or alone at the end of this turn. */
 static void do_send_head(sl_client_t *c)
 {
 	const sl_http_msg_t *req = &c->parser.msg;
@@ -445,16 +481,9 @@ static void do_send_head(sl_client_t *c)
 	c->req_framing = req->chunked ? SL_FRAME_CHUNKED : SL_FRAME_AS_IS;
 	c->out.len = 0;
 	sl_http1_build_request(req, c->ip, c->req_framing, &c->out);
-	sl_up_expect_t expect = c->connect                 ? SL_UP_EXPECT_TUNNEL
-	                        : req->method == HTTP_HEAD ? SL_UP_EXPECT_NO_BODY
-	                                                   : SL_UP_EXPECT_BODY;
-	int r = sl_upstream_send_head(c->up, c->out.base, c->out.len, expect);
-	c->out.len = 0;
-	if (r < 0)
-		return; /* the failure arrives as sl_client_on_upstream_error */
-	if (r > 0)
-		c->up_backlogged = true;
+	c->req_head_pending = true;
 	if (c->connect) {
+		do_flush_request_head(c);
 		/* Bytes after a CONNECT head belong to the tunnel: they wait in
 		 * c->in until the upstream has said yes. */
 		sl_upstream_request_done(c->up);
@@ -467,6 +496,8 @@ static void do_send_head(sl_client_t *c)
 		do_finish_request_body(c);
 	else
 		do_send_continue(c);
+	if (!c->parsing)
+		do_flush_request_head(c);
 	do_update_reading(c);
 }
 
@@ -636,8 +667,22 @@ static void do_parse_error(sl_client_t *c)
 	do_linger(c);
 }
 
-/* Runs the parser over buffered input for as long as the state allows. */
+static void do_parse_input(sl_client_t *c);
+
+/* Runs the parser over buffered input for as long as the state allows; a
+ * request head it released waits until then for body bytes to join it. */
 static void do_parse(sl_client_t *c)
+{
+	bool nested = c->parsing;
+	c->parsing = true;
+	do_parse_input(c);
+	if (nested)
+		return;
+	c->parsing = false;
+	do_flush_request_head(c);
+}
+
+static void do_parse_input(sl_client_t *c)
 {
 	for (;;) {
 		bool in_head = c->state == CL_HEAD;

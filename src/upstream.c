@@ -508,7 +508,8 @@ bool sl_upstream_is_ready(const sl_upconn_t *up)
 	return up->state == UP_ACTIVE;
 }
 
-int sl_upstream_send_head(sl_upconn_t *up, const char *head, size_t len, sl_up_expect_t expect)
+int sl_upstream_send_head(sl_upconn_t *up, const char *head, size_t len, const uv_buf_t *body, unsigned nbody,
+                          sl_up_expect_t expect)
 {
 	sl_worker_t *w = up->w;
 	up->request_written = up->request_done = false;
@@ -519,8 +520,11 @@ int sl_upstream_send_head(sl_upconn_t *up, const char *head, size_t len, sl_up_e
 	sl_http1_reset(&up->parser);
 	up->last_write = up->last_read = uv_now(&w->loop);
 	do_arm(up, sl_config_ms(w->cfg->write_timeout));
-	uv_buf_t b = uv_buf_init((char *)head, (unsigned)len);
-	return sl_upstream_send(up, &b, 1);
+	uv_buf_t bufs[4];
+	bufs[0] = uv_buf_init((char *)head, (unsigned)len);
+	for (unsigned i = 0; i < nbody && i < 3; i++)
+		bufs[i + 1] = body[i];
+	return sl_upstream_send(up, bufs, 1 + (nbody < 3 ? nbody : 3));
 }
 
 static void on_written(uv_write_t *req, int status)

@@ -65,9 +65,10 @@ typedef enum {
 } sl_up_expect_t;
 
 /* Starts an exchange on a ready connection: resets the response parser and
- * writes the head. Returns 0 or < 0 when the write failed (the failure is
- * then reported asynchronously). */
-int sl_upstream_send_head(sl_upconn_t *up, const char *head, size_t len, sl_up_expect_t expect);
+ * writes the head, followed in the same system call by up to three buffers
+ * of body (nbody may be 0). Returns as sl_upstream_send. */
+int sl_upstream_send_head(sl_upconn_t *up, const char *head, size_t len, const uv_buf_t *body, unsigned nbody,
+                          sl_up_expect_t expect);
 
 /* Tunnel (after a 2xx to CONNECT): the client sent EOF; pass it on with a
  * half-close, once the queued bytes are written. */
