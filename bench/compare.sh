@@ -24,7 +24,9 @@
 # Usage: bench/compare.sh            (env: WORKERS CONNS DURATION WRK_THREADS
 #                                     UPSTREAM=sluice-upstream|nginx UP_WORKERS
 #                                     TARGETS="direct sluice nginx haproxy"
-#                                     URL_PATH=/ BUILD=build)
+#                                     URL_PATH=/ BUILD=build
+#                                     POST_BYTES=N: POST an N-byte JSON body
+#                                     instead of GET, like an LLM call)
 # Everything it starts is stopped on exit (trap EXIT, by PID).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,7 @@ WRK_THREADS=${WRK_THREADS:-2}
 UPSTREAM=${UPSTREAM:-sluice-upstream}
 TARGETS=${TARGETS:-"direct sluice nginx haproxy"}
 URL_PATH=${URL_PATH:-/}
+POST_BYTES=${POST_BYTES:-}
 
 SCRIPT=compare.sh
 # shellcheck source=bench/lib.sh
@@ -171,6 +174,18 @@ to_ms() { # "312.00us" / "1.20ms" / "2.00s" -> ms
 		printf "%.2f", n }'
 }
 
+WRK_SCRIPT=()
+METHOD=GET
+if [ -n "$POST_BYTES" ]; then
+	METHOD="POST ${POST_BYTES}-byte body"
+	cat >"$TMP/post.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"prompt": "' .. string.rep("x", $POST_BYTES - 14) .. '"}'
+EOF
+	WRK_SCRIPT=(-s "$TMP/post.lua")
+fi
+
 ROWS=()
 declare -A CPU
 for c in $CONNS; do
@@ -179,10 +194,10 @@ for c in $CONNS; do
 		pid=${PID[$t]:-}
 		url="http://127.0.0.1:$port$URL_PATH"
 		threads=$WRK_THREADS; [ "$threads" -gt "$c" ] && threads=$c
-		"$WRK" -t"$threads" -c"$c" -d1s "$url" >/dev/null 2>&1 || true  # warm-up: pools, caches
+		"$WRK" -t"$threads" -c"$c" -d1s "${WRK_SCRIPT[@]}" "$url" >/dev/null 2>&1 || true  # warm-up: pools, caches
 		p0=0; [ -n "$pid" ] && p0=$(cpu_ticks "$pid")
 		u0=$(cpu_ticks "${PID[upstream]}")
-		out=$("$WRK" -t"$threads" -c"$c" -d"${DURATION}s" --latency "$url" 2>&1) || die "wrk failed: $out"
+		out=$("$WRK" -t"$threads" -c"$c" -d"${DURATION}s" --latency "${WRK_SCRIPT[@]}" "$url" 2>&1) || die "wrk failed: $out"
 		p1=0; [ -n "$pid" ] && p1=$(cpu_ticks "$pid")
 		u1=$(cpu_ticks "${PID[upstream]}")
 		echo "$out" >"$TMP/wrk-$t-$c.txt"
@@ -211,7 +226,7 @@ echo
 echo "sluice bench/compare.sh — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, $(uname -r)"
 echo "upstream: $UPSTREAM ($UP_WORKERS workers); proxies: $WORKERS worker(s) each" \
 	"(sluice --workers $WORKERS, nginx worker_processes $WORKERS, haproxy nbthread $WORKERS)"
-echo "wrk $WRK_THREADS threads, ${DURATION}s per run after a 1 s warm-up, path $URL_PATH;" \
+echo "wrk $WRK_THREADS threads, ${DURATION}s per run after a 1 s warm-up, $METHOD $URL_PATH;" \
 	"CPU = utime+stime per request, in microseconds"
 echo "$("$NGINX" -v 2>&1 | sed 's/.*version: //'), $("$HAPROXY" -v | head -1 | awk '{print "HAProxy " $3}')"
 echo
