@@ -340,16 +340,21 @@ done
 
 # ---------------------------------------------------------------- runs
 
+# Warm-up within the limit (upstream connections, pools), let it drain,
+# then zero the upstream's counters for the run.
+prepare_run() { # url
+	"$WRK" -t"$WRK_THREADS" -c"$LIMIT" -d1s "$1" >/dev/null 2>&1 || true
+	for _ in $(seq 100); do [ "$(up_stat inflight)" = 0 ] && break; sleep 0.05; done
+	curl -s -X POST "$UP/__reset" >/dev/null
+}
+
 ideal=$(awk -v l="$LIMIT" -v d="$DELAY_MS" 'BEGIN {printf "%.0f", l / (d / 1000.0)}')
 ROWS=()
 NOTES=()
 for t in $TARGETS; do
 	eval "port=\$PORT_${t//-/_}"
 	url="http://127.0.0.1:$port$URL_PATH"
-	# warm-up within the limit (upstream connections, pools), then let it drain
-	"$WRK" -t"$WRK_THREADS" -c"$LIMIT" -d1s "$url" >/dev/null 2>&1 || true
-	for _ in $(seq 100); do [ "$(up_stat inflight)" = 0 ] && break; sleep 0.05; done
-	curl -s -X POST "$UP/__reset" >/dev/null
+	prepare_run "$url"
 
 	out_file="$TMP/wrk-$t.txt"
 	conns=$CONNS; [ "$t" = direct ] && conns=$LIMIT
@@ -404,9 +409,7 @@ if [ "$OPEN" = 1 ]; then
 		[ "$t" = direct ] && continue
 		eval "port=\$PORT_${t//-/_}"
 		url="http://127.0.0.1:$port$URL_PATH"
-		"$WRK" -t"$WRK_THREADS" -c"$LIMIT" -d1s "$url" >/dev/null 2>&1 || true
-		for _ in $(seq 100); do [ "$(up_stat inflight)" = 0 ] && break; sleep 0.05; done
-		curl -s -X POST "$UP/__reset" >/dev/null
+		prepare_run "$url"
 		out_file="$TMP/open-$t.json"
 		"$ROOT/$BUILD/sluice-load" --url "$url" --rate "$OPEN_RATE" --concurrent "$OPEN_CONNS" \
 			--duration "$DURATION" --timeout 35 --json >"$out_file" 2>"$TMP/open-$t.err" &
