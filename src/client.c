@@ -107,16 +107,16 @@ struct sl_client {
 	uint64_t queue_ns;     /* time spent in the admission queue */
 	uint64_t upstream_ns;  /* uv_hrtime when the first attempt started */
 	int attempts;
-	bool connect;       /* the request is CONNECT: a tunnel if the upstream agrees */
-	bool tunnel_up_eof; /* tunnel: the upstream has sent everything */
-	bool head_pending;  /* the response head waits in `out` for the first body bytes */
+	bool connect;          /* the request is CONNECT: a tunnel if the upstream agrees */
+	bool tunnel_up_eof;    /* tunnel: the upstream has sent everything */
+	bool head_pending;     /* the response head waits in `out` for the first body bytes */
 	bool req_head_pending; /* the request head waits in `out` for this read's body bytes */
 	bool parsing;          /* inside do_parse: it sends a pending request head when done */
-	bool shut;          /* uv_shutdown issued on the client connection */
-	bool shut_done;     /* ... and completed */
-	bool write_failed;  /* closing from the timer */
-	bool has_slot;      /* this request holds an admission slot */
-	bool drain_slot;    /* a finished response still flushing holds a slot */
+	bool shut;             /* uv_shutdown issued on the client connection */
+	bool shut_done;        /* ... and completed */
+	bool write_failed;     /* closing from the timer */
+	bool has_slot;         /* this request holds an admission slot */
+	bool drain_slot;       /* a finished response still flushing holds a slot */
 };
 
 static void do_parse(sl_client_t *c);
