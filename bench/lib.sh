@@ -96,3 +96,38 @@ need_tools() {
 	# shellcheck disable=SC2034 # read by the scripts that source this
 	NGINX=$(command -v nginx) HAPROXY=$(command -v haproxy) WRK=$(command -v wrk)
 }
+
+# Instructions sluice executes per request, counted by callgrind (exact and
+# repeatable on a shared machine): sluice from BUILD runs with one worker
+# under callgrind for N1 and then for N2 requests (GET, 100-byte answers,
+# 10 connections); (Ir(N2) - Ir(N1)) / (N2 - N1) removes start-up and
+# shutdown. Prints "Ir(N1) Ir(N2) Ir/request". Extra sluice flags: SLUICE_ARGS.
+instructions_per_request() { # build n1 n2
+	local build=$1 n1=$2 n2=$3 i1 i2
+	command -v valgrind >/dev/null || { log "installing valgrind"; apt-get install -y -qq valgrind >/dev/null; }
+	i1=$(callgrind_total "$build" "$n1")
+	i2=$(callgrind_total "$build" "$n2")
+	awk -v a="$i1" -v b="$i2" -v n="$((n2 - n1))" 'BEGIN { printf "%s %s %.0f\n", a, b, (b - a) / n }'
+}
+
+callgrind_total() { # build n -> instructions from start to exit
+	local build=$1 n=$2 up_port sl_port up sl out
+	out="$TMP/cg.$(basename "$build").$n"
+	up_port=$(free_port)
+	sl_port=$(free_port)
+	"$build/sluice-upstream" --port "$up_port" --workers 1 >/dev/null 2>&1 &
+	up=$!
+	# shellcheck disable=SC2086 # SLUICE_ARGS is a list of flags
+	valgrind --tool=callgrind --callgrind-out-file="$out" "$build/sluice" --workers 1 --listen-host 127.0.0.1 \
+		--listen-port "$sl_port" --target-host 127.0.0.1 --target-port "$up_port" --log-level error \
+		${SLUICE_ARGS:-} 2>/dev/null &
+	sl=$!
+	for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$sl_port") 2>/dev/null && break; sleep 0.1; done
+	build/sluice-load --url "http://127.0.0.1:$sl_port/?size=100" --concurrent 10 --total-requests "$n" \
+		--threads 1 >/dev/null
+	kill -TERM "$sl"
+	wait "$sl" || true
+	kill -TERM "$up"
+	wait "$up" || true
+	awk '/^summary:/ { print $2 }' "$out"
+}

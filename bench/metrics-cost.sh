@@ -15,6 +15,8 @@
 # Usage: bench/metrics-cost.sh   (env: ROUNDS CONNS DURATION N1 N2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SCRIPT=metrics-cost.sh
+. bench/lib.sh
 ROUNDS=${ROUNDS:-3}
 N1=${N1:-1000}
 N2=${N2:-4000}
@@ -28,38 +30,10 @@ run() { # BUILD -> "req/s cpu_us_per_req"
 		awk '$1 == "sluice" && $2 ~ /^[0-9]+$/ { print $3, $7 }'
 }
 
-command -v valgrind >/dev/null || { echo "installing valgrind" >&2; apt-get install -y -qq valgrind >/dev/null; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# Instructions executed by sluice (BUILD) serving N requests, start to exit.
-instructions() {
-	local build=$1 n=$2 up_port sl_port up sl out="$work/cg.$1.$2"
-	up_port=$(port)
-	sl_port=$(port)
-	"$build/sluice-upstream" --port "$up_port" --workers 1 >/dev/null 2>&1 &
-	up=$!
-	valgrind --tool=callgrind --callgrind-out-file="$out" "$build/sluice" --workers 1 --listen-host 127.0.0.1 \
-		--listen-port "$sl_port" --target-host 127.0.0.1 --target-port "$up_port" --log-level error 2>/dev/null &
-	sl=$!
-	for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$sl_port") 2>/dev/null && break; sleep 0.1; done
-	build/sluice-load --url "http://127.0.0.1:$sl_port/?size=100" --concurrent 10 --total-requests "$n" \
-		--threads 1 >/dev/null
-	kill -TERM "$sl"
-	wait "$sl" || true
-	kill -TERM "$up"
-	wait "$up" || true
-	awk '/^summary:/ { print $2 }' "$out"
-}
-
 printf '%-8s %14s %14s %12s\n' metrics "Ir($N1)" "Ir($N2)" Ir/request
 declare -A per
 for b in build build-nometrics; do
-	i1=$(instructions "$b" "$N1")
-	i2=$(instructions "$b" "$N2")
-	per[$b]=$(awk -v a="$i1" -v b="$i2" -v n="$((N2 - N1))" 'BEGIN { printf "%.0f", (b - a) / n }')
+	read -r i1 i2 "per[$b]" < <(instructions_per_request "$b" "$N1" "$N2")
 	name=on
 	[ "$b" = build ] || name=off
 	printf '%-8s %14s %14s %12s\n' "$name" "$i1" "$i2" "${per[$b]}"
@@ -67,7 +41,7 @@ done
 awk -v on="${per[build]}" -v off="${per[build-nometrics]}" \
 	'BEGIN { printf "instructions per request: metrics on %d, off %d; cost %+.2f %% (goal < 3 %%)\n\n", on, off, (on / off - 1) * 100 }'
 
-results="$work/results"
+results="$TMP/results"
 printf '%-10s %5s %10s %12s\n' metrics round req/s cpu_us/req
 for r in $(seq 1 "$ROUNDS"); do
 	for b in build build-nometrics; do

@@ -95,6 +95,7 @@ struct sl_client {
 	bool eof;
 	bool request_done;
 	bool response_started;
+	bool interim_sent; /* a 1xx of this request reached the client */
 	bool continue_sent;
 	bool counted;          /* sl_metrics_begin called for this request */
 	bool stale_retry_used; /* the free retry on a stale pooled connection */
@@ -385,7 +386,7 @@ static void do_request_finished(sl_client_t *c)
 	c->state = CL_HEAD;
 	c->event = EV_NONE;
 	c->head_bytes = c->body_bytes = 0;
-	c->request_done = c->response_started = c->continue_sent = false;
+	c->request_done = c->response_started = c->continue_sent = c->interim_sent = false;
 	c->up_backlogged = false;
 	c->head_start = c->last_read = now_ms(c);
 	do_arm_timer(c);
@@ -478,9 +479,9 @@ static void do_send_head(sl_client_t *c)
 {
 	const sl_http_msg_t *req = &c->parser.msg;
 	c->state = CL_FORWARD;
-	c->req_framing = req->chunked ? SL_FRAME_CHUNKED : SL_FRAME_AS_IS;
+	c->req_framing = sl_http1_request_framing(req);
 	c->out.len = 0;
-	sl_http1_build_request(req, c->ip, c->req_framing, &c->out);
+	sl_http1_build_request(req, c->ip, c->w->target_authority, c->req_framing, &c->out);
 	c->req_head_pending = true;
 	if (c->connect) {
 		do_flush_request_head(c);
@@ -565,6 +566,8 @@ static void do_request_head(sl_client_t *c)
 	c->counted = true;
 	sl_metrics_begin(&c->w->metrics);
 	c->connect = req->method == HTTP_CONNECT;
+	if (c->connect)
+		c->keep_alive = false; /* after anything but a tunnel, what follows may be tunnel bytes */
 	c->tunnel_up_eof = false;
 	c->retries = c->attempts = 0;
 	c->bytes_out = c->queue_ns = c->upstream_ns = 0;
@@ -696,14 +699,8 @@ static void do_parse_input(sl_client_t *c)
 		const char *at = c->in ? c->in + c->in_off : "";
 		int r = sl_http1_execute(&c->parser, at, c->in_len - c->in_off, &n);
 		c->in_off += (uint32_t)n;
-		if (in_head) {
+		if (in_head)
 			c->head_bytes += n;
-			if (c->head_bytes > (uint64_t)cfg_of(c)->max_header_size) {
-				c->parser.error_status = 431;
-				c->parser.error = "request head larger than max_header_size";
-				r = SL_HTTP1_ERROR;
-			}
-		}
 		if (r == SL_HTTP1_ERROR) {
 			do_parse_error(c);
 			return;
@@ -1090,14 +1087,16 @@ void sl_client_on_upstream_ready(sl_client_t *c)
 
 void sl_client_on_upstream_info(sl_client_t *c, const sl_http_msg_t *resp)
 {
-	/* 100 Continue is sluice's own business with the client; other 1xx
-	 * (103 Early Hints) go to clients that can parse them. */
-	if (resp->status == 100 || c->parser.msg.minor == 0 || c->response_started)
+	/* Every interim answer goes on, in order, to a client that can parse
+	 * one (RFC 9110 §15.2); none to HTTP/1.0. A 100 Continue after sluice
+	 * sent its own would only repeat it. */
+	if (c->parser.msg.minor == 0 || (resp->status == 100 && c->continue_sent))
 		return;
 	c->out.len = 0;
-	sl_http1_build_response(resp, &c->parser.msg, SL_FRAME_AS_IS, true, &c->out);
+	sl_http1_build_response(resp, &c->parser.msg, SL_FRAME_NONE, true, &c->out);
 	do_write_out(c);
 	c->response_started = true; /* bytes of this exchange reached the client: no retry now */
+	c->interim_sent = true;
 }
 
 /* The facts of a failed attempt, for the failure funnel (retry.c). */
@@ -1134,17 +1133,18 @@ int sl_client_on_upstream_head(sl_client_t *c, const sl_http_msg_t *resp)
 	if (c->connect && resp->status < 300) {
 		c->resp_framing = SL_FRAME_CLOSE; /* raw bytes follow */
 		c->out.len = 0;
-		sl_http1_build_response(resp, req, SL_FRAME_AS_IS, true, &c->out);
+		sl_http1_build_response(resp, req, SL_FRAME_NONE, true, &c->out);
 		c->response_started = true;
 		if (do_write_out(c) && c->up)
 			sl_upstream_pause(c->up);
 		return 0;
 	}
-	if (c->connect)
-		c->keep_alive = false; /* tunnel bytes may follow the refused CONNECT */
-	bool no_body = req->method == HTTP_HEAD || resp->status == 204 || resp->status == 304;
-	if (no_body || resp->content_length >= 0)
-		c->resp_framing = SL_FRAME_AS_IS;
+	/* The framing the client gets is the one the parser established; a
+	 * Content-Length on HEAD and 304 answers describes the resource. */
+	if (resp->status == 204)
+		c->resp_framing = SL_FRAME_NONE;
+	else if (req->method == HTTP_HEAD || resp->status == 304 || resp->content_length >= 0)
+		c->resp_framing = SL_FRAME_LENGTH;
 	else if (req->minor >= 1)
 		c->resp_framing = SL_FRAME_CHUNKED;
 	else
@@ -1197,6 +1197,14 @@ void sl_client_on_upstream_done(sl_client_t *c)
 void sl_client_on_upstream_error(sl_client_t *c, const sl_up_failure_t *f)
 {
 	c->up = NULL;
+	if (c->head_pending) {
+		/* A head whose answer failed before any of it was written (a
+		 * framing error right behind it): the client gets a clean answer
+		 * (or a retry). */
+		c->head_pending = false;
+		c->out.len = 0;
+		c->response_started = c->interim_sent;
+	}
 	sl_debug("upstream %s for %s (attempt %d): %s", sl_up_error_name(f->kind), c->ip, c->retries + 1,
 	         f->uv_err ? uv_strerror(f->uv_err) : "");
 	sl_attempt_t a = attempt_of(c, f->kind, f->status, f->reused, f->request_written);
@@ -1279,6 +1287,7 @@ void sl_client_accept(sl_worker_t *w, uv_stream_t *listener, bool admin)
 		strcpy(c->ip, "unknown");
 	}
 	sl_http1_init(&c->parser, true, &request_callbacks, c, (size_t)w->cfg->max_header_size);
+	c->parser.max_body = w->cfg->max_body_size;
 	c->state = CL_HEAD;
 	c->head_start = c->last_read = now_ms(c);
 	do_arm_timer(c);

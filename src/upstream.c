@@ -272,8 +272,10 @@ static void do_park(sl_upconn_t *up)
 static void do_finish(sl_upconn_t *up)
 {
 	sl_client_t *c = up->client;
+	/* A connection that carried a CONNECT is never reused, whatever the
+	 * answer: the upstream may still take what follows for the tunnel. */
 	bool reusable = up->request_done && !up->extra_bytes && up->parser.msg.keep_alive &&
-	                !sl_http1_needs_eof(&up->parser) && !up->paused;
+	                !sl_http1_needs_eof(&up->parser) && !up->paused && up->expect != SL_UP_EXPECT_TUNNEL;
 	if (reusable)
 		do_park(up);
 	else

@@ -8,6 +8,7 @@
  */
 #include "worker.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -167,6 +168,12 @@ int sl_worker_prepare(sl_worker_t *w)
 	sl_admit_inbox_init(&w->admit_inbox, &w->server->admit, &w->loop);
 	w->wake.data = w;
 	sl_resolver_init(&w->resolver, &w->loop, cfg->target_host, cfg->target_port, SL_RESOLVE_REFRESH_MS);
+	bool v6 = strchr(cfg->target_host, ':') != NULL;
+	if (cfg->target_port == 80)
+		snprintf(w->target_authority, sizeof w->target_authority, v6 ? "[%s]" : "%s", cfg->target_host);
+	else
+		snprintf(w->target_authority, sizeof w->target_authority, v6 ? "[%s]:%d" : "%s:%d", cfg->target_host,
+		         cfg->target_port);
 	uv_timer_init(&w->loop, &w->warm_timer);
 	w->warm_timer.data = w;
 	if (w->warm_target > 0)

@@ -50,8 +50,9 @@ typedef struct sl_worker {
 	sl_admit_inbox_t admit_inbox; /* slots handed to this worker's queued requests */
 	sl_pool_t pool;
 	sl_resolver_t resolver;
-	sl_list_t clients; /* every open client connection */
-	sl_list_t upconns; /* every open upstream connection */
+	char target_authority[300]; /* "host:port" of the target: Host for requests that name none */
+	sl_list_t clients;          /* every open client connection */
+	sl_list_t upconns;          /* every open upstream connection */
 	uint32_t nclients;
 	bool draining;  /* stop accepting, finish in-flight requests */
 	bool stopping;  /* close everything now */

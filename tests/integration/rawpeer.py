@@ -1,0 +1,168 @@
+"""Raw peers for the differential tests: an upstream that records exactly the
+bytes sluice sends and re-parses them strictly (strict_http, not llhttp), and
+a client that reads sluice's answers strictly.
+
+RawUpstream answers each request it parses with whatever its responder
+returns, byte for byte, so a test can make the upstream misbehave precisely.
+"""
+import socket
+import threading
+import time
+
+from strict_http import StrictError, parse_requests, parse_responses
+
+
+def ok_answer(msg, conn):
+    """200 whose body names the request it answers: "<METHOD> <target> <body length>"."""
+    body = b"%s %s %d" % (msg.method, msg.target, len(msg.body))
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+class Conn:
+    def __init__(self, cid, sock):
+        self.id = cid
+        self.sock = sock
+        self.data = bytearray()
+        self.requests = []
+        self.error = None
+        self.closed = False
+
+
+class RawUpstream:
+    """responder(msg, conn) returns the bytes to send, or (bytes, "close") to
+    close after them, or (bytes, "hang") to send them and answer nothing
+    more on that connection."""
+
+    def __init__(self, responder=ok_answer):
+        self.responder = responder
+        self.lock = threading.Lock()
+        self.conns = []
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.stopping = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                s, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                conn = Conn(len(self.conns), s)
+                self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        s, done, hanging = conn.sock, 0, False
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                with self.lock:
+                    conn.data += b
+                if hanging:
+                    continue
+                try:
+                    msgs, rest = parse_requests(bytes(conn.data[done:]))
+                except StrictError as e:
+                    with self.lock:
+                        conn.error = str(e)
+                    break
+                done = len(conn.data) - len(rest)
+                for msg in msgs:
+                    with self.lock:
+                        conn.requests.append(msg)
+                    answer = self.responder(msg, conn)
+                    action = "keep"
+                    if isinstance(answer, tuple):
+                        answer, action = answer
+                    if answer:
+                        s.sendall(answer)
+                    if action == "close":
+                        return
+                    if action == "hang":
+                        hanging = True
+                        break
+        except OSError:
+            pass
+        finally:
+            conn.closed = True
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def requests(self):
+        """Every request parsed so far, in the order connections opened."""
+        with self.lock:
+            return [m for c in self.conns for m in c.requests]
+
+    def errors(self):
+        with self.lock:
+            return ["conn %d: %s (bytes %r)" % (c.id, c.error, bytes(c.data[:300])) for c in self.conns if c.error]
+
+    def leftovers(self):
+        """Bytes received that are not part of a complete request (a request
+        cut off by sluice, which is what must happen to a bad one)."""
+        with self.lock:
+            out = []
+            for c in self.conns:
+                used = sum(len(m.raw) for m in c.requests)
+                if len(c.data) > used:
+                    out.append(bytes(c.data[used:]))
+            return out
+
+    def close(self):
+        self.stopping = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.sock.close()
+                except OSError:
+                    pass
+
+
+def _closing(answer):
+    conn = answer.get_all("connection")
+    return answer.status >= 400 or any(v.lower() == b"close" for v in conn)
+
+
+def exchange(port, data, methods, timeout=3.0, host="127.0.0.1"):
+    """Sends raw bytes to sluice, reads until it closes, `timeout` passes
+    quietly or every answer to `methods` has arrived (and, after a refusal
+    or Connection: close, the close); returns (answers, leftover bytes,
+    closed, elapsed). Answers are parsed strictly."""
+    got, closed = bytearray(), False
+    started = time.monotonic()
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        while True:
+            try:
+                b = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                closed = True
+                break
+            if not b:
+                closed = True
+                break
+            got += b
+            answers, _ = parse_responses(bytes(got), methods, eof=False)
+            if len(answers) == len(methods) and not any(_closing(a) for a in answers):
+                break
+    answers, rest = parse_responses(bytes(got), methods, eof=closed)
+    return answers, rest, closed, time.monotonic() - started
