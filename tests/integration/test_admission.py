@@ -12,123 +12,17 @@ own peak of in-flight requests (/__stats peak_inflight) and the order in
 which requests reached it (/__log). Delays are 0.5-1 s so that the file stays
 well under a minute, also under ASan.
 """
-import json
 import socket
 import threading
 import time
 
 import pytest
 
-from conftest import http_get, upstream_stats
-from test_forwarding import HttpConn, PeerClosed, build_request, wait_until
+from conftest import upstream_stats
+from helpers import (HttpConn, Pending, assert_rejection, health, reset_upstream, send_get, upstream_targets,
+                     wait_idle, wait_inflight)
 
 WORKERS = [pytest.param(1, id="w1"), pytest.param(2, id="w2")]
-
-
-# --------------------------------------------------------------------------
-# helpers
-
-def reset_upstream(up):
-    """Zeroes the upstream's counters (conftest's listening probe counted as
-    one connection) and clears its request log."""
-    status, _, _ = http_get(up.url + "/__reset", method="POST", data=b"")
-    assert status == 200
-
-
-def upstream_log(up):
-    status, _, body = http_get(up.url + "/__log")
-    assert status == 200
-    return json.loads(body)
-
-
-def upstream_targets(up):
-    return [e["target"] for e in upstream_log(up)]
-
-
-def health(sl, timeout=5):
-    status, _, body = http_get(sl.url + "/proxy-health", timeout=timeout)
-    assert status == 200, body
-    return json.loads(body)
-
-
-def send_get(port, target, timeout=10.0):
-    """Opens a connection and sends one GET; returns the open HttpConn."""
-    c = HttpConn(port, timeout=timeout)
-    c.send(build_request("GET", target))
-    return c
-
-
-class Pending:
-    """One request sent on its own connection, its response read by a thread;
-    .resp is the Response (or None), .error the exception, .t_sent/.t_done
-    perf_counter times."""
-
-    def __init__(self, port, target, timeout=15.0, method="GET", body=None, headers=None):
-        self.target = target
-        self.resp = None
-        self.error = None
-        self.t_done = None
-        self.conn = HttpConn(port, timeout=timeout)
-        self.method = method
-        self.raw = build_request(method, target, headers, body)
-        self.t_sent = None
-        self.thread = None
-
-    def send(self):
-        self.t_sent = time.perf_counter()
-        self.conn.send(self.raw)
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-        return self
-
-    def _read(self):
-        try:
-            self.resp = self.conn.read_response(self.method)
-        except Exception as e:  # noqa: BLE001 - reported by the test
-            self.error = e
-        self.t_done = time.perf_counter()
-
-    def wait(self, timeout=20.0):
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "no response to %s within %ss" % (self.target, timeout)
-        return self.resp
-
-    @property
-    def elapsed(self):
-        return self.t_done - self.t_sent
-
-    def close(self):
-        self.conn.close()
-
-    def describe(self):
-        if self.resp is None:
-            return "%s: error %r" % (self.target, self.error)
-        return "%s: %d %r after %.3fs" % (self.target, self.resp.status, self.resp.body[:120], self.elapsed)
-
-
-def assert_rejection(resp, reason):
-    """A 503 of SPEC §4: Retry-After and a JSON body {"error": reason, ...}."""
-    assert resp.status == 503, resp
-    retry_after = resp.header("retry-after")
-    assert retry_after is not None, "503 %s without Retry-After: %r" % (reason, resp.headers)
-    assert retry_after.strip().isdigit(), "Retry-After %r is not delay-seconds" % retry_after
-    ctype = resp.header("content-type", "")
-    assert "json" in ctype, "503 %s Content-Type %r" % (reason, ctype)
-    body = json.loads(resp.body)
-    assert body.get("error") == reason, body
-
-
-def wait_inflight(up, n, timeout=5.0):
-    """Waits until the upstream has exactly n requests in flight."""
-    ok = wait_until(lambda: upstream_stats(up)["inflight"] == n, timeout)
-    assert ok, "upstream in-flight never reached %d: %r" % (n, upstream_stats(up))
-
-
-def wait_idle(sl, up, timeout=5.0):
-    """Waits until nothing is in flight at the upstream and sluice reports no
-    active request."""
-    ok = wait_until(lambda: upstream_stats(up)["inflight"] == 0 and health(sl)["active"] == 0, timeout)
-    assert ok, "not idle: upstream %r, sluice %r" % (upstream_stats(up), health(sl))
 
 
 # --------------------------------------------------------------------------

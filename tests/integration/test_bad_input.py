@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import http_get, upstream_stats
-from test_forwarding import HttpConn, build_request, fnv1a64, pattern
+from helpers import HttpConn, build_request, fnv1a64, pattern
 
 
 def exchange(port, data, timeout=5.0):

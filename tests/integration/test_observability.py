@@ -27,8 +27,7 @@ import uuid
 import pytest
 
 from conftest import BUILD, SANITIZER_MARKS, Proc, free_port, http_get, upstream_stats, wait_listening
-from test_admission import Pending, assert_rejection, reset_upstream, upstream_targets
-from test_forwarding import HttpConn, wait_until
+from helpers import HttpConn, Pending, assert_rejection, reset_upstream, upstream_targets, wait_until
 
 
 # --------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import urllib.request
 import pytest
 
 from conftest import BUILD, free_port, http_get, upstream_stats, wait_listening
-from test_forwarding import HttpConn, build_request, pattern, proc_status, wait_until
+from helpers import HttpConn, build_request, pattern, proc_status, wait_until
 
 MB = 1024 * 1024
 SQUID_CANDIDATES = ("/usr/sbin/squid", "/usr/bin/squid")

@@ -24,7 +24,7 @@ import uuid
 import pytest
 
 from conftest import free_port, http_get, upstream_stats
-from test_forwarding import HttpConn, PeerClosed, build_request, fnv1a64, pattern, wait_until
+from helpers import HttpConn, build_request, fnv1a64, pattern, wait_until
 
 FAST = dict(retry_backoff=0.05, retry_backoff_max=0.05, circuit_breaker_threshold=1000)
 

@@ -15,8 +15,7 @@ import time
 import pytest
 
 from conftest import BUILD, http_get, upstream_stats
-from test_forwarding import (HttpConn, build_request, fd_count, fnv1a64, pattern, proc_status,
-                             wait_until)
+from helpers import HttpConn, build_request, fd_count, fnv1a64, pattern, proc_status, wait_until
 
 MB = 1024 * 1024
 RSS_LIMIT_KB = 64 * 1024          # plain build: absolute VmHWM

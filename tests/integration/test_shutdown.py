@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import upstream_stats
-from test_forwarding import HttpConn, build_request, pattern, wait_until
+from helpers import HttpConn, build_request, pattern, wait_until
 
 
 def connect_refused(port):

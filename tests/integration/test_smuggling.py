@@ -21,6 +21,7 @@ import pytest
 from rawpeer import RawUpstream, exchange, ok_answer
 from strict_http import parse_requests
 
+
 CHUNKED = b"Transfer-Encoding: chunked\r\n"
 
 

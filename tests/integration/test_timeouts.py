@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import http_get, upstream_stats
-from test_forwarding import HttpConn, build_request, pattern, wait_until
+from helpers import HttpConn, build_request, pattern, wait_until
 
 
 class HangingListener:
