@@ -62,7 +62,7 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -ge 2048 ] || die "open-file limit $(ulimit -n) is too low for 500 connections"
 
-declare -A PORT # target -> port wrk hits
+SLUICE_EXTRA=()
 
 # ---------------------------------------------------------------- upstream
 
@@ -95,74 +95,7 @@ fi
 # ---------------------------------------------------------------- proxies
 
 for t in $TARGETS; do
-	case $t in
-	direct) PORT[direct]=$UP_PORT ;;
-	sluice)
-		PORT[sluice]=$(free_port)
-		start sluice "${PORT[sluice]}" "$ROOT/$BUILD/sluice" --listen-host 127.0.0.1 --listen-port "${PORT[sluice]}" \
-			--target-host 127.0.0.1 --target-port "$UP_PORT" --workers "$WORKERS" --log-level warn \
-			--max-concurrent-requests 2000 --max-queue-size 2000 --pool-maxsize 1000 \
-			--max-connections 20000
-		;;
-	nginx)
-		PORT[nginx]=$(free_port)
-		mkdir -p "$TMP/nginx"
-		cat >"$TMP/nginx/nginx.conf" <<EOF
-worker_processes $WORKERS;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 65;
-    client_body_temp_path $TMP/nginx/body; proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fcgi; uwsgi_temp_path $TMP/nginx/uwsgi; scgi_temp_path $TMP/nginx/scgi;
-    upstream up {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 1000;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:${PORT[nginx]};
-        location / {
-            proxy_pass http://up;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-        }
-    }
-}
-EOF
-		start nginx "${PORT[nginx]}" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log"
-		;;
-	haproxy)
-		PORT[haproxy]=$(free_port)
-		cat >"$TMP/haproxy.cfg" <<EOF
-global
-    nbthread $WORKERS
-    maxconn 8000
-defaults
-    mode http
-    timeout connect 10s
-    timeout client 120s
-    timeout server 120s
-    timeout http-keep-alive 60s
-    http-reuse always
-    option forwardfor
-frontend fe
-    bind 127.0.0.1:${PORT[haproxy]}
-    default_backend be
-backend be
-    server up 127.0.0.1:$UP_PORT
-EOF
-		start haproxy "${PORT[haproxy]}" "$HAPROXY" -db -f "$TMP/haproxy.cfg"
-		;;
-	*) die "unknown target $t" ;;
-	esac
+	if [ "$t" = direct ]; then PORT[direct]=$UP_PORT; else start_proxy "$t"; fi
 done
 
 # ---------------------------------------------------------------- runs

@@ -131,3 +131,82 @@ callgrind_total() { # build n -> instructions from start to exit
 	wait "$up" || true
 	awk '/^summary:/ { print $2 }' "$out"
 }
+
+# Starts proxy $1 (sluice, nginx or haproxy) on a free loopback port in
+# front of 127.0.0.1:$UP_PORT with $WORKERS workers, each with its own
+# generated config in $TMP, access logging off, all adding X-Forwarded-For,
+# keeping upstream connections alive; sets PORT[$1] (and PID[$1]).
+# Needs ROOT, BUILD, UP_PORT, WORKERS and need_tools; optional MAXCONN (client
+# connections each may hold) and SLUICE_EXTRA (extra sluice flags, an array).
+declare -A PORT
+start_proxy() { # name
+	local t=$1
+	case $t in
+	sluice)
+		PORT[$t]=$(free_port)
+		start "$t" "${PORT[$t]}" "$ROOT/$BUILD/sluice" --listen-host 127.0.0.1 --listen-port "${PORT[$t]}" \
+			--target-host 127.0.0.1 --target-port "$UP_PORT" --workers "$WORKERS" --log-level warn \
+			--max-concurrent-requests 2000 --max-queue-size 2000 --pool-maxsize 1000 \
+			--max-connections "${MAXCONN:-20000}" "${SLUICE_EXTRA[@]}"
+		;;
+	nginx)
+		PORT[$t]=$(free_port)
+		mkdir -p "$TMP/$t"
+		cat >"$TMP/$t/nginx.conf" <<EOF
+worker_processes $WORKERS;
+daemon off;
+pid $TMP/$t/nginx.pid;
+error_log $TMP/$t/error.log warn;
+worker_rlimit_nofile $((2 * ${MAXCONN:-8192} + 100));
+events { worker_connections ${MAXCONN:-8192}; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+    client_body_temp_path $TMP/$t/body; proxy_temp_path $TMP/$t/proxy;
+    fastcgi_temp_path $TMP/$t/fcgi; uwsgi_temp_path $TMP/$t/uwsgi; scgi_temp_path $TMP/$t/scgi;
+    upstream up {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 1000;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:${PORT[$t]};
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+        }
+    }
+}
+EOF
+		start "$t" "${PORT[$t]}" "$NGINX" -p "$TMP/$t" -c "$TMP/$t/nginx.conf" -e "$TMP/$t/error.log"
+		;;
+	haproxy)
+		PORT[$t]=$(free_port)
+		cat >"$TMP/$t.cfg" <<EOF
+global
+    nbthread $WORKERS
+    maxconn ${MAXCONN:-8000}
+    ulimit-n $(ulimit -Hn)
+defaults
+    mode http
+    timeout connect 10s
+    timeout client 120s
+    timeout server 120s
+    timeout http-keep-alive 60s
+    http-reuse always
+    option forwardfor
+frontend fe
+    bind 127.0.0.1:${PORT[$t]}
+    default_backend be
+backend be
+    server up 127.0.0.1:$UP_PORT
+EOF
+		start "$t" "${PORT[$t]}" "$HAPROXY" -db -f "$TMP/$t.cfg"
+		;;
+	*) die "unknown proxy $t" ;;
+	esac
+}
