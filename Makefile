@@ -22,7 +22,8 @@ CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -DSL_VERSION='"$(VERSION)"' \
            -Wall -Wextra -Wshadow -Wno-unused-parameter -Wstrict-prototypes \
            -pthread -Isrc -I/usr/share/include/llhttp $(SAN) \
-           $(if $(filter off,$(METRICS)),-DSL_NO_METRICS)
+           $(if $(filter off,$(METRICS)),-DSL_NO_METRICS) \
+           $(if $(SAN),,-DNDEBUG)
 LDFLAGS += -pthread $(SAN)
 LDLIBS  += -luv -ljansson -lm
 
@@ -36,7 +37,7 @@ UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 PROGRAMS := $(BUILD)/sluice $(BUILD)/sluice-upstream $(BUILD)/sluice-load
 
-.PHONY: all deps run test unit integration test-asan test-tsan fuzz fuzz-run bench clean format
+.PHONY: all deps run test unit integration test-asan test-tsan fuzz fuzz-run bench clean format format-check
 all: $(PROGRAMS)
 
 deps:
@@ -71,7 +72,7 @@ $(BUILD)/sluice: $(BUILD)/obj/main.o $(CORE_OBJ) $(LLHTTP_OBJ)
 $(BUILD)/sluice-upstream: $(UP_OBJ) $(BUILD)/obj/reason.o $(BUILD)/obj/listener.o $(LLHTTP_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/sluice-load: $(LOAD_OBJ) $(BUILD)/obj/hist.o $(LLHTTP_OBJ)
+$(BUILD)/sluice-load: $(LOAD_OBJ) $(BUILD)/obj/hist.o $(BUILD)/obj/buf.o $(LLHTTP_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJ) $(LLHTTP_OBJ)
@@ -121,8 +122,14 @@ fuzz-run: fuzz
 bench: all
 	bench/compare.sh
 
+FORMAT_SRC = src/*.[ch] tools/*/*.[ch] tests/unit/*.c tests/fuzz/*.c
 format:
-	clang-format -i src/*.[ch] tools/*/*.[ch] tests/unit/*.c tests/fuzz/*.c
+	clang-format -i $(FORMAT_SRC)
+
+# What CI checks: the sources are as `make format` leaves them.
+format-check:
+	@scripts/deps.sh clang-format
+	clang-format --dry-run -Werror $(FORMAT_SRC)
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

@@ -39,13 +39,51 @@ int sl_access_log_reopen(const char *path, int fd, char *err, size_t errlen)
 }
 
 static void do_flush(sl_access_log_t *log);
+static void on_written(uv_fs_t *req);
+
+/* The lines being written are lost: count them, say so once per stall. */
+static void do_lose_writing(sl_access_log_t *log, int err)
+{
+	SL_BUMP(log->dropped, log->writing_lines);
+	if (!log->stalled)
+		sl_warn("access log: a write failed (%s): %llu lines lost (counted in /proxy-metrics "
+		        "access_log.dropped_lines)",
+		        uv_strerror(err), (unsigned long long)log->writing_lines);
+	log->stalled = true;
+	log->writing.len = 0;
+	log->writing_lines = 0;
+}
+
+/* Writes what is left of `writing`; false if it could not even start. */
+static bool do_write_rest(sl_access_log_t *log)
+{
+	uv_buf_t b = uv_buf_init(log->writing.base + log->written, (unsigned)(log->writing.len - log->written));
+	int err = uv_fs_write(log->loop, &log->req, log->fd, &b, 1, -1, on_written);
+	if (err != 0) {
+		do_lose_writing(log, err);
+		return false;
+	}
+	log->in_flight = true;
+	return true;
+}
 
 static void on_written(uv_fs_t *req)
 {
 	sl_access_log_t *log = req->data;
+	ssize_t result = req->result;
 	uv_fs_req_cleanup(req);
 	log->in_flight = false;
+	if (result < 0) {
+		do_lose_writing(log, (int)result);
+	} else {
+		log->written += (size_t)result;
+		if (log->written < log->writing.len && result > 0 && do_write_rest(log))
+			return; /* a short write: the rest goes next */
+		if (log->written < log->writing.len)
+			do_lose_writing(log, UV_EIO);
+	}
 	log->writing.len = 0;
+	log->writing_lines = 0;
 	if (log->stalled && log->pending.len < MAX_PENDING / 2) {
 		log->stalled = false;
 		sl_info("access log: writing again after %llu dropped lines",
@@ -55,8 +93,7 @@ static void on_written(uv_fs_t *req)
 		sl_buf_dispose(&log->writing);
 		return;
 	}
-	if (log->pending.len >= FLUSH_BYTES)
-		do_flush(log);
+	do_flush(log); /* what came in meanwhile, at once */
 }
 
 static void do_flush(sl_access_log_t *log)
@@ -67,11 +104,10 @@ static void do_flush(sl_access_log_t *log)
 	log->writing = log->pending;
 	log->pending = t;
 	log->pending.len = 0;
-	uv_buf_t b = uv_buf_init(log->writing.base, (unsigned)log->writing.len);
-	if (uv_fs_write(log->loop, &log->req, log->fd, &b, 1, -1, on_written) == 0)
-		log->in_flight = true;
-	else
-		log->writing.len = 0;
+	log->writing_lines = log->pending_lines;
+	log->pending_lines = 0;
+	log->written = 0;
+	do_write_rest(log);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -101,14 +137,10 @@ void sl_access_log_write(sl_access_log_t *log, const sl_access_entry_t *e)
 		SL_BUMP(log->dropped, 1);
 		return;
 	}
-	struct timespec ts;
-	struct tm tm;
-	char when[40];
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	size_t n = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(when + n, sizeof when - n, ".%03ldZ", ts.tv_nsec / 1000000);
+	char when[SL_TIMESTAMP_LEN + 1];
+	sl_timestamp(when);
 	bool was_empty = log->pending.len == 0;
+	log->pending_lines++;
 	sl_buf_printf(&log->pending,
 	              "%s %s \"%s %.*s HTTP/1.%d\" %d %llu total_ms=%.1f queue_ms=%.1f upstream_ms=%.1f "
 	              "attempts=%d outcome=%s\n",
@@ -117,7 +149,7 @@ void sl_access_log_write(sl_access_log_t *log, const sl_access_entry_t *e)
 	              e->attempts, e->outcome);
 	if (log->pending.len >= FLUSH_BYTES)
 		do_flush(log);
-	else if (was_empty)
+	else if (was_empty && !log->in_flight)
 		uv_timer_start(&log->timer, on_timer, FLUSH_MS, 0);
 }
 

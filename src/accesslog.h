@@ -2,9 +2,11 @@
  *
  * Each worker appends lines to its own buffer; the buffer is written with
  * uv_fs_write on libuv's thread pool when it passes 32 KiB or 200 ms after
- * its first line, while new lines go to a second buffer. If the disk cannot
- * keep up and 1 MiB is waiting, further lines are dropped and counted, rather
- * than growing memory or stalling requests. Line format (space separated,
+ * its first line, while new lines go to a second buffer; lines that arrive
+ * during a write go out as soon as it completes. If the disk cannot keep up
+ * and 1 MiB is waiting, further lines are dropped and counted, rather than
+ * growing memory or stalling requests; the lines of a write that fails are
+ * counted the same way (a short write is completed). Line format (space separated,
  * key=value after the quoted request):
  *
  *   2026-11-27T10:00:00.123Z 10.0.0.7 "GET /v1/chat HTTP/1.1" 200 5120
@@ -44,12 +46,15 @@ typedef struct sl_access_log {
 	uv_file fd; /* -1: logging off */
 	sl_buf_t pending;
 	sl_buf_t writing;
+	size_t written;         /* bytes of `writing` already written */
+	uint64_t pending_lines; /* lines in each buffer, counted as dropped if lost */
+	uint64_t writing_lines;
 	uv_fs_t req;
 	uv_timer_t timer;
 	bool in_flight;
 	bool closing;
 	bool stalled;     /* dropping lines (said once per stall) */
-	uint64_t dropped; /* lines dropped while 1 MiB waited (stat.h: read by any thread) */
+	uint64_t dropped; /* lines dropped or lost to a failed write (stat.h: read by any thread) */
 } sl_access_log_t;
 
 /* Opens PATH for appending ("-" is stdout). Returns the descriptor, or -1

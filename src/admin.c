@@ -22,8 +22,12 @@ static void do_respond(int status, const char *type, const char *body, size_t le
 
 static void do_json(int status, json_t *body, bool head_only, bool keep_alive, const char *extra, sl_buf_t *out)
 {
-	char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10));
+	char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
 	json_decref(body);
+	if (!text) { /* jansson is out of memory: say so rather than crash */
+		do_respond(500, "application/json", "{\"error\":\"out_of_memory\"}\n", 26, head_only, false, NULL, out);
+		return;
+	}
 	size_t len = strlen(text);
 	text = sl_realloc(text, len + 2);
 	text[len++] = '\n';

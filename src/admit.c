@@ -10,6 +10,8 @@
 
 #include <string.h>
 
+#include "log.h"
+
 enum { IN_NOTHING, IN_QUEUE, IN_INBOX };
 
 static void do_note_peaks(sl_admit_t *a)
@@ -27,8 +29,6 @@ static void do_hand_out(sl_admit_t *a, sl_admit_result_t result)
 	sl_admit_waiter_t *w = sl_list_entry(a->queue.next, sl_admit_waiter_t, link);
 	sl_list_remove(&w->link);
 	a->queued--;
-	if (result == SL_ADMIT_GRANTED)
-		a->admitted++;
 	w->result = result;
 	w->where = IN_INBOX;
 	sl_list_insert_tail(&w->inbox->ready, &w->link);
@@ -100,7 +100,6 @@ sl_admit_result_t sl_admit_acquire(sl_admit_t *a, sl_admit_waiter_t *w, sl_admit
 	pthread_mutex_lock(&a->lock);
 	if (sl_list_empty(&a->queue) && a->active < a->limit) {
 		a->active++;
-		a->admitted++;
 		r = SL_ADMIT_GRANTED;
 	} else if (a->queued >= a->max_queue) {
 		r = SL_ADMIT_FULL;
@@ -111,7 +110,6 @@ sl_admit_result_t sl_admit_acquire(sl_admit_t *a, sl_admit_waiter_t *w, sl_admit
 		w->where = IN_QUEUE;
 		sl_list_insert_tail(&a->queue, &w->link);
 		a->queued++;
-		a->queued_total++;
 		r = SL_ADMIT_QUEUED;
 	}
 	do_note_peaks(a);
@@ -122,6 +120,11 @@ sl_admit_result_t sl_admit_acquire(sl_admit_t *a, sl_admit_waiter_t *w, sl_admit
 void sl_admit_release(sl_admit_t *a)
 {
 	pthread_mutex_lock(&a->lock);
+	if (a->active == 0) { /* a slot released twice: a bug, but never an underflow */
+		pthread_mutex_unlock(&a->lock);
+		sl_error("admission: a slot was released that nobody held");
+		return;
+	}
 	if (a->active <= a->limit && !sl_list_empty(&a->queue))
 		do_hand_out(a, SL_ADMIT_GRANTED); /* the slot changes hands; active stays */
 	else
@@ -143,7 +146,7 @@ sl_admit_result_t sl_admit_cancel(sl_admit_t *a, sl_admit_waiter_t *w)
 		sl_list_remove(&w->link);
 		r = w->result;
 		break;
-	default: r = w->result; break;
+	default: r = SL_ADMIT_QUEUED; break; /* not waiting: nothing to hand back */
 	}
 	w->where = IN_NOTHING;
 	pthread_mutex_unlock(&a->lock);
@@ -171,7 +174,5 @@ void sl_admit_get_stats(sl_admit_t *a, sl_admit_stats_t *out)
 	out->queued = a->queued;
 	out->peak_active = a->peak_active;
 	out->peak_queued = a->peak_queued;
-	out->admitted = a->admitted;
-	out->queued_total = a->queued_total;
 	pthread_mutex_unlock(&a->lock);
 }

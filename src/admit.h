@@ -53,8 +53,6 @@ typedef struct sl_admit_stats {
 	uint32_t limit, max_queue;
 	uint32_t active, queued;
 	uint32_t peak_active, peak_queued;
-	uint64_t admitted; /* slots given, directly or from the queue */
-	uint64_t queued_total;
 } sl_admit_stats_t;
 
 typedef struct sl_admit {
@@ -63,7 +61,6 @@ typedef struct sl_admit {
 	uint32_t limit, max_queue;
 	uint32_t active, queued; /* written under the lock, readable without */
 	uint32_t peak_active, peak_queued;
-	uint64_t admitted, queued_total;
 } sl_admit_t;
 
 void sl_admit_init(sl_admit_t *a, uint32_t limit, uint32_t max_queue);
@@ -85,10 +82,12 @@ sl_admit_result_t sl_admit_acquire(sl_admit_t *a, sl_admit_waiter_t *w, sl_admit
 /* Gives a slot back; it goes to the oldest waiter if there is one. */
 void sl_admit_release(sl_admit_t *a);
 
-/* Withdraws a queued waiter (its client left, or it waited too long).
- * Returns SL_ADMIT_QUEUED when it was still waiting (now removed: no callback
- * will come), or SL_ADMIT_GRANTED when a slot had already been handed to it
- * (the caller now holds that slot), or SL_ADMIT_REJECTED. */
+/* Withdraws a waiter (its client left, or it waited too long); no callback
+ * will come. Returns SL_ADMIT_GRANTED when a slot had been handed to it and
+ * not yet delivered (the caller now holds that slot), SL_ADMIT_REJECTED when
+ * a rejection was on its way, and SL_ADMIT_QUEUED otherwise (it was still
+ * waiting, or not waiting at all: a second cancel, or one after the
+ * callback ran, hands nothing over again). */
 sl_admit_result_t sl_admit_cancel(sl_admit_t *a, sl_admit_waiter_t *w);
 
 /* Rejects every queued waiter (the breaker opened). Returns how many. */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "deadline.h"
 #include "log.h"
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
@@ -42,7 +43,7 @@ sl_breaker_verdict_t sl_breaker_allow(sl_breaker_t *b, uint64_t now_ms)
 	switch (b->state) {
 	case SL_BREAKER_CLOSED: v = SL_BREAKER_ALLOW; break;
 	case SL_BREAKER_OPEN:
-		if (now_ms - b->opened_at_ms < b->timeout_ms)
+		if (sl_ms_left(now_ms, b->opened_at_ms, b->timeout_ms) > 0)
 			break;
 		STORE(b->state, SL_BREAKER_HALF_OPEN);
 		sl_info("circuit breaker half-open: sending one probe request");
@@ -104,9 +105,17 @@ void sl_breaker_abandon_probe(sl_breaker_t *b)
 	pthread_mutex_unlock(&b->lock);
 }
 
-sl_breaker_state_t sl_breaker_state(const sl_breaker_t *b)
+sl_breaker_state_t sl_breaker_state(const sl_breaker_t *b, uint64_t now_ms)
 {
-	return (sl_breaker_state_t)LOAD(((sl_breaker_t *)b)->state);
+	sl_breaker_t *m = (sl_breaker_t *)b;
+	sl_breaker_state_t s = (sl_breaker_state_t)LOAD(m->state);
+	if (s != SL_BREAKER_OPEN)
+		return s;
+	pthread_mutex_lock(&m->lock);
+	if (m->state == SL_BREAKER_OPEN && sl_ms_left(now_ms, m->opened_at_ms, m->timeout_ms) == 0)
+		s = SL_BREAKER_HALF_OPEN;
+	pthread_mutex_unlock(&m->lock);
+	return s;
 }
 
 const char *sl_breaker_state_name(sl_breaker_state_t s)
@@ -128,9 +137,7 @@ uint64_t sl_breaker_opened_total(const sl_breaker_t *b)
 uint32_t sl_breaker_retry_after(sl_breaker_t *b, uint64_t now_ms)
 {
 	pthread_mutex_lock(&b->lock);
-	uint64_t left = 0;
-	if (b->state == SL_BREAKER_OPEN && now_ms - b->opened_at_ms < b->timeout_ms)
-		left = b->timeout_ms - (now_ms - b->opened_at_ms);
+	uint64_t left = b->state == SL_BREAKER_OPEN ? sl_ms_left(now_ms, b->opened_at_ms, b->timeout_ms) : 0;
 	pthread_mutex_unlock(&b->lock);
 	uint32_t s = (uint32_t)((left + 999) / 1000);
 	return s ? s : 1;

@@ -8,7 +8,10 @@
  *             probe's success closes the breaker, its failure reopens it
  *
  * The closed state is read without the lock (an atomic load), so a healthy
- * upstream costs the hot path nothing; transitions take the lock.
+ * upstream costs the hot path nothing; transitions take the lock. now_ms is
+ * the caller's loop time: workers' loop times differ by milliseconds either
+ * way, so the breaker compares times only as signed differences (the clock
+ * rule of deadline.h).
  */
 #ifndef SL_BREAKER_H
 #define SL_BREAKER_H
@@ -40,7 +43,8 @@ void sl_breaker_init(sl_breaker_t *b, uint32_t threshold, double timeout_s);
 void sl_breaker_dispose(sl_breaker_t *b);
 void sl_breaker_configure(sl_breaker_t *b, uint32_t threshold, double timeout_s);
 
-/* May a new request go to the upstream? now_ms: a monotonic clock. */
+/* May a new request go to the upstream? A PROBE verdict must be settled:
+ * by sl_breaker_record(probe = true) or sl_breaker_abandon_probe(). */
 sl_breaker_verdict_t sl_breaker_allow(sl_breaker_t *b, uint64_t now_ms);
 
 /* A request's final outcome towards the upstream (after its retries).
@@ -48,10 +52,14 @@ sl_breaker_verdict_t sl_breaker_allow(sl_breaker_t *b, uint64_t now_ms);
  * rejects the queued requests. */
 bool sl_breaker_record(sl_breaker_t *b, bool success, bool probe, uint64_t now_ms);
 
-/* A probe ended with no verdict (its client left): let another probe go. */
+/* A probe ended with no verdict (refused by admission, its client left):
+ * let another probe go. */
 void sl_breaker_abandon_probe(sl_breaker_t *b);
 
-sl_breaker_state_t sl_breaker_state(const sl_breaker_t *b);
+/* The state as a reader should see it at now_ms: an open breaker whose
+ * timeout has passed reads half_open (the next request is the probe), even
+ * if no request has come to make it so. */
+sl_breaker_state_t sl_breaker_state(const sl_breaker_t *b, uint64_t now_ms);
 const char *sl_breaker_state_name(sl_breaker_state_t s);
 uint32_t sl_breaker_failures(const sl_breaker_t *b);
 uint64_t sl_breaker_opened_total(const sl_breaker_t *b);

@@ -95,3 +95,20 @@ void sl_json_escape(const char *s, char *out, size_t outlen)
 	if (outlen)
 		out[o] = '\0';
 }
+
+char *sl_strdup(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	return memcpy(sl_malloc(n), s, n);
+}
+
+int sl_errorf(int code, char *err, size_t errlen, const char *fmt, ...)
+{
+	if (errlen > 0) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}

@@ -35,6 +35,10 @@ void sl_buf_appends(sl_buf_t *b, const char *s); /* NUL-terminated */
 void sl_buf_printf(sl_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sl_buf_dispose(sl_buf_t *b);
 
+/* Writes the one-sentence message into err (errlen bytes, cut to fit) and
+ * returns `code`, so a parser can `return sl_errorf(-1, err, errlen, ...)`. */
+int sl_errorf(int code, char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 /* Copies s into out (always NUL-terminated, cut to fit) with the characters
  * JSON strings cannot hold as they are escaped. */
 void sl_json_escape(const char *s, char *out, size_t outlen);
@@ -43,5 +47,6 @@ void sl_json_escape(const char *s, char *out, size_t outlen);
 void *sl_malloc(size_t n);
 void *sl_calloc(size_t n, size_t size);
 void *sl_realloc(void *p, size_t n);
+char *sl_strdup(const char *s);
 
 #endif

@@ -24,6 +24,8 @@
 
 #include <uv.h>
 
+#include "buf.h"
+
 #ifndef SL_VERSION
 #define SL_VERSION "0.0.0"
 #endif
@@ -143,19 +145,8 @@ static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 /* ---- small helpers ---- */
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
 /* Writes the message into err and returns -1, so callers can `return fail(...)`. */
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (errlen > 0) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return -1;
-}
+#define fail(err, errlen, ...) sl_errorf(-1, err, errlen, __VA_ARGS__)
 
 static void *field(sl_config_t *cfg, const opt_t *o)
 {
@@ -170,13 +161,6 @@ static const void *const_field(const sl_config_t *cfg, const opt_t *o)
 static bool takes_value(const opt_t *o)
 {
 	return o->type != OPT_FLAG && o->type != OPT_HELP && o->type != OPT_VERSION;
-}
-
-/* Whether a row shows up in the file and in sl_config_to_json(). --config is
- * rendered (operators want to see which file is in force) but not read back. */
-static bool is_setting(const opt_t *o)
-{
-	return takes_value(o);
 }
 
 /* What a valid value looks like, for "must be ..." and "needs a value (...)". */
@@ -755,8 +739,6 @@ int sl_config_reload(const sl_config_t *cfg, int argc, char **argv, sl_config_t 
 	if (scan_cli(argc, argv, &scan, err, errlen) < 0 ||
 	    build(&fresh, cfg->config_file, argc, argv, err, errlen) < 0)
 		return -1;
-	if (out == cfg)
-		sl_config_dispose(out);
 	*out = fresh;
 	return 0;
 }
@@ -768,7 +750,7 @@ json_t *sl_config_to_json(const sl_config_t *cfg)
 		return NULL;
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		const opt_t *o = &options[i];
-		if (!is_setting(o))
+		if (!takes_value(o)) /* --config too: operators want to see which file is in force */
 			continue;
 		char key[64];
 		snprintf(key, sizeof key, "%s", o->name);

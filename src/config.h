@@ -68,10 +68,10 @@ typedef enum {
  * (disposing anyway is harmless: dispose is idempotent). */
 sl_config_result_t sl_config_load(sl_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
 
-/* Re-reads cfg->config_file for SIGHUP into *out, keeping the command-line
- * values of *cfg (they still override the file). Returns 0, or -1 with err
- * set and *out untouched. out may be cfg (its old strings are then freed);
- * otherwise the caller disposes the old settings when it is done with them. */
+/* Re-reads cfg->config_file for SIGHUP into *out (not cfg: the workers may
+ * still read it), keeping the command-line values (they still override the
+ * file). Returns 0, or -1 with err set and *out untouched. The caller
+ * disposes the old settings once nobody reads them. */
 int sl_config_reload(const sl_config_t *cfg, int argc, char **argv, sl_config_t *out, char *err, size_t errlen);
 
 /* The effective settings as a JSON object keyed like the config file

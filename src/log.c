@@ -12,16 +12,35 @@ sl_log_level_t sl_log_level = SL_LOG_INFO;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
+size_t sl_timestamp(char *out)
+{
+	static __thread time_t cached_sec = -1;
+	static __thread char cached[20]; /* "2026-11-27T10:00:00" */
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (ts.tv_sec != cached_sec) {
+		struct tm tm;
+		gmtime_r(&ts.tv_sec, &tm);
+		if (strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm) != 19)
+			memcpy(cached, "0000-00-00T00:00:00", sizeof cached);
+		cached_sec = ts.tv_sec;
+	}
+	unsigned ms = (unsigned)(ts.tv_nsec / 1000000);
+	memcpy(out, cached, 19);
+	out[19] = '.';
+	out[20] = (char)('0' + ms / 100);
+	out[21] = (char)('0' + ms / 10 % 10);
+	out[22] = (char)('0' + ms % 10);
+	out[23] = 'Z';
+	out[24] = '\0';
+	return SL_TIMESTAMP_LEN;
+}
+
 void sl_log_write(sl_log_level_t level, const char *fmt, ...)
 {
 	char line[1024];
-	struct timespec ts;
-	struct tm tm;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	int n = (int)strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
-	n += snprintf(line + n, sizeof line - (size_t)n, ".%03ldZ sluice %s: ", ts.tv_nsec / 1000000,
-	              level_names[level]);
+	int n = (int)sl_timestamp(line);
+	n += snprintf(line + n, sizeof line - (size_t)n, " sluice %s: ", level_names[level]);
 	va_list ap;
 	va_start(ap, fmt);
 	int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

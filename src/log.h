@@ -9,6 +9,14 @@ extern sl_log_level_t sl_log_level;
 
 void sl_log_write(sl_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+#define SL_TIMESTAMP_LEN 24 /* "2026-11-27T10:00:00.123Z" */
+
+/* Writes the current UTC time as ISO 8601 with milliseconds into out
+ * (SL_TIMESTAMP_LEN + 1 bytes, NUL-terminated); returns SL_TIMESTAMP_LEN.
+ * The date and time of day are formatted once per second per thread. Any
+ * thread. */
+size_t sl_timestamp(char *out);
+
 /* The level may change on SIGHUP while workers log: read it atomically. */
 #define sl_log(level, ...)                                                                 \
 	do {                                                                               \

@@ -20,12 +20,16 @@ typedef struct {
 	sl_server_t server;
 	int argc;
 	char **argv;
-	sl_config_t **retired; /* replaced settings: workers may still read them */
+	struct retired { /* replaced settings a worker may still read */
+		sl_config_t *cfg;
+		uint64_t gen; /* cfg_gen while it was in force */
+	} * retired;
 	int nretired;
 	uv_loop_t *loop;
 	uv_signal_t sigterm, sigint, sighup, sigusr1;
 	uv_timer_t shutdown_timer;
 	uv_async_t worker_exited;
+	sl_config_t *first_cfg; /* the settings at start (static storage) */
 } sl_main_t;
 
 static void do_close_main_handles(sl_main_t *m)
@@ -66,7 +70,7 @@ static void do_keep_restart_only(sl_config_t *next, const sl_config_t *cur)
 			continue;
 		sl_warn("SIGHUP: %s changed; it takes effect after a restart", snames[i]);
 		free(*strs[i]);
-		*strs[i] = olds[i] ? strdup(olds[i]) : NULL;
+		*strs[i] = olds[i] ? sl_strdup(olds[i]) : NULL;
 	}
 	int *ints[] = {&next->listen_port, &next->target_port, &next->workers, &next->admin_port};
 	const int oldi[] = {cur->listen_port, cur->target_port, cur->workers, cur->admin_port};
@@ -77,6 +81,34 @@ static void do_keep_restart_only(sl_config_t *next, const sl_config_t *cur)
 			*ints[i] = oldi[i];
 		}
 	}
+}
+
+static void do_dispose_config(sl_main_t *m, sl_config_t *cfg)
+{
+	if (cfg == m->first_cfg)
+		return; /* static: only its strings, at exit */
+	sl_config_dispose(cfg);
+	free(cfg);
+}
+
+/* Frees the retired settings that every worker has moved past: a worker
+ * that reported generation g reads settings of generation g or newer. */
+static void do_free_retired(sl_main_t *m)
+{
+	uint64_t oldest = UINT64_MAX;
+	for (int i = 0; i < m->server.nworkers; i++) {
+		uint64_t g = __atomic_load_n(&m->server.workers[i].applied_gen, __ATOMIC_ACQUIRE);
+		if (g < oldest)
+			oldest = g;
+	}
+	int kept = 0;
+	for (int i = 0; i < m->nretired; i++) {
+		if (m->retired[i].gen < oldest)
+			do_dispose_config(m, m->retired[i].cfg);
+		else
+			m->retired[kept++] = m->retired[i];
+	}
+	m->nretired = kept;
 }
 
 /* SIGHUP: re-read --config; apply limits, timeouts, retry and breaker
@@ -100,11 +132,14 @@ static void do_reload(sl_main_t *m)
 	do_keep_restart_only(next, cur);
 	__atomic_store_n(&sl_log_level, next->log_level, __ATOMIC_RELAXED);
 	sl_breaker_configure(&s->breaker, (uint32_t)next->circuit_breaker_threshold, next->circuit_breaker_timeout);
+	do_free_retired(m);
+	uint64_t gen = __atomic_load_n(&s->cfg_gen, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->cfg, next, __ATOMIC_RELEASE);
+	__atomic_store_n(&s->cfg_gen, gen + 1, __ATOMIC_RELEASE);
 	/* a raised limit admits queued requests at once */
 	sl_admit_set_limits(&s->admit, (uint32_t)next->max_concurrent_requests, (uint32_t)next->max_queue_size);
 	m->retired = sl_realloc(m->retired, (size_t)(m->nretired + 1) * sizeof *m->retired);
-	m->retired[m->nretired++] = cur;
+	m->retired[m->nretired++] = (struct retired){cur, gen};
 	for (int i = 0; i < s->nworkers; i++)
 		sl_worker_signal(&s->workers[i]);
 	sl_info("SIGHUP: configuration reloaded from %s (limit %d, queue %d)", next->config_file,
@@ -169,7 +204,7 @@ int main(int argc, char **argv)
 	m.argc = argc;
 	m.argv = argv;
 	m.loop = uv_default_loop();
-	m.server.cfg = &cfg;
+	m.server.cfg = m.first_cfg = &cfg;
 	m.server.nworkers = cfg.workers;
 	m.server.workers = sl_calloc((size_t)cfg.workers, sizeof(sl_worker_t));
 	m.server.start_ms = uv_hrtime() / 1000000;
@@ -229,16 +264,9 @@ int main(int argc, char **argv)
 	sl_breaker_dispose(&m.server.breaker);
 	if (m.server.access_log_fd > STDERR_FILENO)
 		close(m.server.access_log_fd);
-	if (m.server.cfg != &cfg) {
-		sl_config_dispose(m.server.cfg);
-		free(m.server.cfg);
-	}
-	for (int i = 0; i < m.nretired; i++) {
-		if (m.retired[i] != &cfg) {
-			sl_config_dispose(m.retired[i]);
-			free(m.retired[i]);
-		}
-	}
+	do_dispose_config(&m, m.server.cfg);
+	for (int i = 0; i < m.nretired; i++)
+		do_dispose_config(&m, m.retired[i].cfg);
 	free(m.retired);
 	sl_config_dispose(&cfg);
 	sl_info("stopped");

@@ -8,6 +8,9 @@
 #define LOAD SL_LOAD
 #define STORE SL_STORE
 #define BUMP SL_BUMP
+/* An outcome counter: released after the total it follows (see sl_metrics_add). */
+#define BUMP_OUTCOME(x) __atomic_store_n(&(x), LOAD(x) + 1, __ATOMIC_RELEASE)
+#define LOAD_OUTCOME(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
 
 /* `make METRICS=off` builds sluice with per-request counting compiled out,
  * only to measure what counting costs (bench/metrics-cost.sh). */
@@ -107,7 +110,6 @@ void sl_metrics_begin(sl_metrics_t *m)
 		(void)m;
 		return;
 	}
-	BUMP(m->active, 1);
 	BUMP(m->total, 1);
 }
 
@@ -117,7 +119,6 @@ void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t 
 		(void)m;
 		return;
 	}
-	BUMP(m->active, (uint64_t)-1);
 	uint64_t sec = now_ms / 1000;
 	unsigned slot = (unsigned)(sec % SL_METRICS_WINDOW);
 	if (LOAD(m->win_sec[slot]) != sec) {
@@ -128,15 +129,15 @@ void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t 
 	}
 	switch (outcome) {
 	case SL_OUTCOME_SUCCESS:
-		BUMP(m->success, 1);
+		BUMP_OUTCOME(m->success);
 		BUMP(m->win_ok[slot], 1);
 		break;
 	case SL_OUTCOME_FAILED:
-		BUMP(m->failed, 1);
+		BUMP_OUTCOME(m->failed);
 		BUMP(m->win_fail[slot], 1);
 		break;
 	case SL_OUTCOME_REJECTED:
-		BUMP(m->rejected, 1);
+		BUMP_OUTCOME(m->rejected);
 		BUMP(m->win_rejected[slot], 1);
 		break;
 	}
@@ -159,11 +160,13 @@ void sl_metrics_add(const sl_metrics_t *m, sl_metrics_sum_t *sum, uint64_t now_m
 	sl_hist_merge(&sum->queue_wait_us, &m->queue_wait_us);
 	recent_merge(&m->recent_latency_us, &sum->recent_latency_us, now_ms);
 	recent_merge(&m->recent_queue_wait_us, &sum->recent_queue_wait_us, now_ms);
-	sum->active += LOAD(m->active);
+	/* Outcomes before the total: a request is counted in total before its
+	 * outcome, so read in this order total >= success + failed + rejected
+	 * holds in every sum, however the worker runs meanwhile. */
+	sum->success += LOAD_OUTCOME(m->success);
+	sum->failed += LOAD_OUTCOME(m->failed);
+	sum->rejected += LOAD_OUTCOME(m->rejected);
 	sum->total += LOAD(m->total);
-	sum->success += LOAD(m->success);
-	sum->failed += LOAD(m->failed);
-	sum->rejected += LOAD(m->rejected);
 	sum->timeouts += LOAD(m->timeouts);
 	sum->retries += LOAD(m->retries);
 	for (int i = 0; i < SL_REJECT_COUNT; i++)

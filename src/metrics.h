@@ -37,7 +37,6 @@ typedef enum { SL_REJECT_QUEUE_FULL, SL_REJECT_QUEUE_TIMEOUT, SL_REJECT_CIRCUIT_
 const char *sl_reject_name(sl_reject_t why);
 
 typedef struct sl_metrics {
-	uint64_t active; /* forwarded requests in flight on this worker */
 	uint64_t total;
 	uint64_t success;
 	uint64_t failed;
@@ -57,7 +56,7 @@ typedef struct sl_metrics {
 } sl_metrics_t;
 
 typedef struct sl_metrics_sum {
-	uint64_t active, total, success, failed, rejected, timeouts, retries;
+	uint64_t total, success, failed, rejected, timeouts, retries;
 	uint64_t rejected_by[SL_REJECT_COUNT];
 	uint64_t window_ok, window_fail, window_rejected; /* outcomes of the last 60 s */
 	sl_hist_t latency_us;

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "deadline.h"
+#include "log.h"
 #include "stat.h"
 #include "worker.h"
 
@@ -26,7 +28,7 @@ sl_snapshot_t *sl_snapshot_take(sl_server_t *s)
 		snap->access_log_dropped += SL_LOAD(w->access_log.dropped);
 	}
 	sl_admit_get_stats(&s->admit, &snap->admit);
-	snap->breaker_state = sl_breaker_state(&s->breaker);
+	snap->breaker_state = sl_breaker_state(&s->breaker, sl_clock_ms());
 	snap->consecutive_failures = sl_breaker_failures(&s->breaker);
 	snap->breaker_opened_total = sl_breaker_opened_total(&s->breaker);
 	int conns = atomic_load_explicit(&s->connections, memory_order_relaxed);
@@ -46,8 +48,13 @@ const char *sl_snapshot_status(const sl_snapshot_t *snap)
 
 double sl_snapshot_success_rate(const sl_snapshot_t *snap)
 {
-	uint64_t forwarded = snap->sum.total - snap->sum.rejected; /* SPEC §8 */
-	return forwarded ? (double)snap->sum.success / (double)forwarded : 1.0;
+	/* SPEC §8. metrics.c reads the total last, so it covers the outcomes;
+	 * the clamps only guard that invariant. */
+	uint64_t total = snap->sum.total, rejected = snap->sum.rejected, success = snap->sum.success;
+	uint64_t forwarded = total > rejected ? total - rejected : 0;
+	if (forwarded == 0)
+		return 1.0;
+	return success >= forwarded ? 1.0 : (double)success / (double)forwarded;
 }
 
 /* Requests completed per second over the last minute (or since start). */
@@ -83,16 +90,6 @@ json_t *sl_report_health(const sl_snapshot_t *snap)
 	                 (json_int_t)snap->admit.queued);
 }
 
-static void do_timestamp(char *out, size_t len)
-{
-	struct timespec ts;
-	struct tm tm;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	size_t n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000);
-}
-
 /* The Python service's `metrics` object, so existing monitors keep working. */
 static json_t *legacy_json(const sl_snapshot_t *snap)
 {
@@ -113,8 +110,8 @@ static json_t *legacy_json(const sl_snapshot_t *snap)
 json_t *sl_report_json(const sl_snapshot_t *snap)
 {
 	const sl_metrics_sum_t *m = &snap->sum;
-	char ts[40], target[300];
-	do_timestamp(ts, sizeof ts);
+	char ts[SL_TIMESTAMP_LEN + 1], target[300];
+	sl_timestamp(ts);
 	json_t *rejected_by = json_object();
 	for (int i = 0; i < SL_REJECT_COUNT; i++)
 		json_object_set_new(rejected_by, sl_reject_name((sl_reject_t)i),

@@ -71,7 +71,7 @@ int sl_resolver_init(sl_resolver_t *r, uv_loop_t *loop, const char *host, int po
 {
 	memset(r, 0, sizeof *r);
 	r->loop = loop;
-	r->host = strdup(host);
+	r->host = sl_strdup(host);
 	snprintf(r->port, sizeof r->port, "%d", port);
 	r->refresh_ms = refresh_ms;
 	r->req.data = r;

@@ -69,7 +69,7 @@ sl_retry_verdict_t sl_retry_decide(const sl_config_t *cfg, const sl_attempt_t *a
 	 * repeat, and one that may have arrived only if its method allows. */
 	if (!a->body_replayable || !(never_delivered(a) || a->idempotent))
 		return v;
-	bool stale = a->reused && (a->kind == SL_UP_CLOSED || a->kind == SL_UP_WRITE);
+	bool stale = a->reused && !a->request_sent && (a->kind == SL_UP_CLOSED || a->kind == SL_UP_WRITE);
 	if (stale && !a->stale_retry_used) {
 		v.action = SL_RETRY_NOW;
 		return v;

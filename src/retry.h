@@ -9,9 +9,13 @@
  *     after any failure, if the request body can be replayed.
  *   - Other methods (POST, PATCH, ...) only when the request certainly did
  *     not reach the upstream: the connect failed, or nothing was written.
- * A pooled connection that the upstream closed while idle is replaced once
- * for free (no backoff, not counted against max_retries): that is a stale
- * connection, not a failing upstream.
+ * A pooled connection that failed before the upstream could have read the
+ * request (the write failed, or EOF or a reset came while request bytes were
+ * still unsent) was stale: closed by the upstream while idle. It is replaced
+ * once for free (no backoff, not counted against max_retries or in
+ * requests.retries). A failure after the whole request went out is an
+ * ordinary one, retried within max_retries if at all: the upstream may have
+ * worked on it.
  */
 #ifndef SL_RETRY_H
 #define SL_RETRY_H
@@ -27,6 +31,7 @@ typedef struct sl_attempt {
 	int status;            /* the upstream's status, for SL_UP_ERROR_STATUS */
 	bool reused;           /* the connection came from the pool */
 	bool request_written;  /* some request byte may have reached the upstream */
+	bool request_sent;     /* the whole request was handed to the kernel */
 	bool response_relayed; /* some response byte reached the client */
 	bool idempotent;       /* the method may be repeated */
 	bool body_replayable;  /* every request body byte consumed so far is still held */

@@ -3,11 +3,11 @@
  * States of a connection:
  *   RESOLVING  waiting for the first address of the target name
  *   CONNECTING uv_tcp_connect in flight
- *   ACTIVE     attached to a client: request going out, response coming in;
+ *   ACTIVE     attached to an owner: request going out, response coming in;
  *              after a 2xx to CONNECT, a tunnel: raw bytes both ways
  *   IDLE       in the pool, reading only to notice a close
  *   CLOSING    uv_close called; freed when both handles have closed
- * Invariant: up->client != NULL while ACTIVE, and while RESOLVING/CONNECTING
+ * Invariant: up->owner != NULL while ACTIVE, and while RESOLVING/CONNECTING
  * unless the connection is being opened to keep the pool warm.
  */
 #include "upstream.h"
@@ -16,7 +16,6 @@
 #include <string.h>
 
 #include "buf.h"
-#include "client.h"
 #include "deadline.h"
 #include "io.h"
 #include "log.h"
@@ -31,7 +30,8 @@ struct sl_upconn {
 	uv_connect_t connect_req;
 	sl_resolve_waiter_t rwait;
 	sl_worker_t *w;
-	sl_client_t *client;
+	const sl_upstream_events_t *ev;
+	void *owner; /* NULL: detached (pooled, warming, or abandoned) */
 	sl_list_t pool_link;
 	sl_list_t all_link;
 	sl_http1_t parser;
@@ -46,7 +46,7 @@ struct sl_upconn {
 	bool request_done;
 	bool response_started;
 	bool response_done;
-	bool paused;           /* client backpressure: not reading */
+	bool paused;           /* owner backpressure: not reading */
 	sl_up_expect_t expect; /* what the response looks like */
 	bool tunnel;           /* CONNECT succeeded: bytes are relayed raw */
 	bool shut;             /* tunnel: our write side is shut down */
@@ -57,7 +57,7 @@ struct sl_upconn {
 	int addr_tries;      /* addresses of the target tried by this connect */
 	unsigned addr_first; /* sl_resolver_first(): where this connect started */
 	bool replacing;      /* the socket of a failed address is closing */
-	int error_status;    /* a 502/503/504 the client declined, to retry */
+	int error_status;    /* a 502/503/504 the owner declined, to retry */
 };
 
 static void do_fail(sl_upconn_t *up, sl_up_error_t kind, int uv_err);
@@ -84,11 +84,11 @@ static int on_resp_head(sl_http1_t *p)
 	if (status == 101)
 		return sl_http1_fail(p, 502, "upstream switched protocols");
 	if (status < 200) {
-		sl_client_on_upstream_info(up->client, &p->msg);
+		up->ev->info(up->owner, &p->msg);
 		return SL_HTTP1_CONTINUE;
 	}
-	if (sl_client_on_upstream_head(up->client, &p->msg) != 0) {
-		up->error_status = status; /* the client will retry instead */
+	if (up->ev->head(up->owner, &p->msg) != 0) {
+		up->error_status = status; /* the owner will retry instead */
 		return sl_http1_fail(p, 502, "retrying after the upstream's own error status");
 	}
 	if (up->expect == SL_UP_EXPECT_TUNNEL && status < 300)
@@ -99,7 +99,7 @@ static int on_resp_head(sl_http1_t *p)
 static int on_resp_body(sl_http1_t *p, const char *at, size_t len)
 {
 	sl_upconn_t *up = p->data;
-	if (sl_client_on_upstream_body(up->client, at, len))
+	if (up->ev->body(up->owner, at, len))
 		sl_upstream_pause(up);
 	return SL_HTTP1_CONTINUE;
 }
@@ -129,11 +129,8 @@ static void do_arm(sl_upconn_t *up, uint64_t ms)
  * heap on every read; the timer re-arms itself for what is left. */
 static void do_check(sl_upconn_t *up, uint64_t base, double limit_s, sl_up_error_t kind)
 {
-	uint64_t now = uv_now(&up->w->loop), limit = sl_config_ms(limit_s);
-	if (now - base >= limit)
+	if (sl_deadline_passed(&up->timer, base, sl_config_ms(limit_s), on_timer))
 		do_fail(up, kind, UV_ETIMEDOUT);
-	else
-		do_arm(up, limit - (now - base));
 }
 
 static void on_timer(uv_timer_t *t)
@@ -158,20 +155,19 @@ static void on_timer(uv_timer_t *t)
 			do_fail(up, SL_UP_CONNECT_TIMEOUT, UV_ETIMEDOUT);
 		break;
 	case UP_IDLE:
-		if (now - up->last_read >= sl_config_ms(cfg->pool_idle_timeout))
+		if (sl_deadline_passed(&up->timer, up->last_read, sl_config_ms(cfg->pool_idle_timeout), on_timer))
 			do_close(up);
-		else
-			do_arm(up, sl_config_ms(cfg->pool_idle_timeout) - (now - up->last_read));
 		break;
 	case UP_ACTIVE:
 		if (up->tunnel) {
 			/* a tunnel may idle for read_timeout with no byte either way */
-			uint64_t last = up->last_read > up->last_write ? up->last_read : up->last_write;
+			uint64_t last =
+			    sl_ms_between(up->last_write, up->last_read) > 0 ? up->last_read : up->last_write;
 			do_check(up, up->paused ? now : last, cfg->read_timeout, SL_UP_TRUNCATED);
 		} else if (uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp) > 0) {
 			do_check(up, up->last_write, cfg->write_timeout, SL_UP_WRITE_TIMEOUT);
 		} else if (!up->request_done || up->paused) {
-			/* The client is the slow side; its own timers govern. */
+			/* The owner (the client) is the slow side; its own timers govern. */
 			up->last_read = now;
 			do_arm(up, sl_config_ms(cfg->read_timeout));
 		} else {
@@ -209,7 +205,7 @@ static void do_close(sl_upconn_t *up)
 		up->w->warming--;
 	}
 	up->state = UP_CLOSING;
-	up->client = NULL;
+	up->owner = NULL;
 	sl_list_remove(&up->all_link);
 	SL_BUMP(up->w->pool.open, -1);
 	uv_close((uv_handle_t *)&up->timer.timer, on_handle_closed);
@@ -219,28 +215,36 @@ static void do_close(sl_upconn_t *up)
 		up->handles--;
 }
 
-/* The one failure funnel: detach, close, report to the client. */
+/* The one failure funnel: detach, close, report to the owner. */
 static void do_fail(sl_upconn_t *up, sl_up_error_t kind, int uv_err)
 {
 	if (up->state == UP_CLOSING)
 		return;
-	sl_client_t *c = up->client;
+	void *owner = up->owner;
+	const sl_upstream_events_t *ev = up->ev;
+	if (up->has_pending) {
+		/* A failure seen first (a write that failed inside the owner's
+		 * call) is the cause; the EOF or reset read since is its echo. */
+		kind = up->pending.kind;
+		uv_err = up->pending.uv_err;
+	}
 	sl_up_failure_t f = {
 	    .kind = kind,
 	    .uv_err = uv_err,
 	    .reused = up->reused,
 	    .request_written = up->request_written,
-	    .response_started = up->response_started,
+	    .request_sent = up->request_done && kind != SL_UP_WRITE && up->tcp_open &&
+	                    uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp) == 0,
 	    .status = up->error_status,
 	};
 	if (kind == SL_UP_CONNECT || kind == SL_UP_CONNECT_TIMEOUT)
 		sl_resolver_refresh(&up->w->resolver);
 	do_close(up);
-	if (c)
-		sl_client_on_upstream_error(c, &f);
+	if (owner)
+		ev->error(owner, &f);
 }
 
-/* Reports a failure from the next loop turn, so that a client calling into
+/* Reports a failure from the next loop turn, so that an owner calling into
  * this module never sees its own callback run underneath it. */
 static void do_fail_later(sl_upconn_t *up, sl_up_error_t kind, int uv_err)
 {
@@ -257,7 +261,7 @@ static void do_fail_later(sl_upconn_t *up, sl_up_error_t kind, int uv_err)
 static void do_park(sl_upconn_t *up)
 {
 	sl_worker_t *w = up->w;
-	up->client = NULL;
+	up->owner = NULL;
 	if (!w->draining && sl_pool_put(&w->pool, &up->pool_link)) {
 		up->state = UP_IDLE;
 		up->last_read = uv_now(&w->loop);
@@ -268,10 +272,11 @@ static void do_park(sl_upconn_t *up)
 }
 
 /* The response is complete: pool the connection if it can carry another
- * exchange, then tell the client. Runs after llhttp_execute returned. */
+ * exchange, then tell the owner. Runs after llhttp_execute returned. */
 static void do_finish(sl_upconn_t *up)
 {
-	sl_client_t *c = up->client;
+	void *owner = up->owner;
+	const sl_upstream_events_t *ev = up->ev;
 	/* A connection that carried a CONNECT is never reused, whatever the
 	 * answer: the upstream may still take what follows for the tunnel. */
 	bool reusable = up->request_done && !up->extra_bytes && up->parser.msg.keep_alive &&
@@ -280,7 +285,7 @@ static void do_finish(sl_upconn_t *up)
 		do_park(up);
 	else
 		do_close(up);
-	sl_client_on_upstream_done(c);
+	ev->done(owner);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -304,12 +309,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (up->tunnel) {
 		if (nread == UV_EOF) {
 			uv_read_stop(s);
-			sl_client_on_tunnel_eof(up->client);
+			up->ev->tunnel_eof(up->owner);
 		} else if (nread < 0) {
 			do_fail(up, SL_UP_TRUNCATED, (int)nread);
 		} else {
 			up->last_read = uv_now(&up->w->loop);
-			if (sl_client_on_upstream_body(up->client, buf->base, (size_t)nread))
+			if (up->ev->body(up->owner, buf->base, (size_t)nread))
 				sl_upstream_pause(up);
 		}
 		return;
@@ -340,10 +345,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (up->response_done && up->expect == SL_UP_EXPECT_TUNNEL && up->parser.msg.status < 300) {
 		/* CONNECT succeeded: whatever follows the head is tunnel data */
 		up->tunnel = true;
-		sl_client_t *c = up->client;
-		sl_client_on_tunnel_open(c);
-		if (consumed < (size_t)nread && up->client == c &&
-		    sl_client_on_upstream_body(c, buf->base + consumed, (size_t)nread - consumed))
+		void *owner = up->owner;
+		up->ev->tunnel_open(owner);
+		if (consumed < (size_t)nread && up->owner == owner &&
+		    up->ev->body(owner, buf->base + consumed, (size_t)nread - consumed))
 			sl_upstream_pause(up);
 		return;
 	}
@@ -351,14 +356,18 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		if (consumed < (size_t)nread)
 			up->extra_bytes = true;
 		do_finish(up);
-	} else if (up->client) {
-		sl_client_flush(up->client); /* a head whose body has not come yet */
+	} else if (up->owner) {
+		up->ev->flush(up->owner); /* a head whose body has not come yet */
 	}
 }
 
 static void do_start(sl_upconn_t *up)
 {
-	uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
+	int err = uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
+	if (err != 0) {
+		do_fail(up, SL_UP_CONNECT, err);
+		return;
+	}
 	if (up->warming) {
 		up->warming = false;
 		up->w->warming--;
@@ -366,7 +375,7 @@ static void do_start(sl_upconn_t *up)
 		return;
 	}
 	up->state = UP_ACTIVE;
-	sl_client_on_upstream_ready(up->client);
+	up->ev->ready(up->owner);
 }
 
 static void do_connect(sl_upconn_t *up);
@@ -461,11 +470,12 @@ static void on_deferred_connect(uv_timer_t *t)
 
 /* A new connection, connecting from the next loop turn: the caller gets
  * it first and every outcome arrives as a callback. */
-static sl_upconn_t *do_open(sl_worker_t *w, sl_client_t *c)
+static sl_upconn_t *do_open(sl_worker_t *w, const sl_upstream_events_t *ev, void *owner)
 {
 	sl_upconn_t *up = sl_calloc(1, sizeof *up);
 	up->w = w;
-	up->client = c;
+	up->ev = ev;
+	up->owner = owner;
 	up->handles = 2;
 	up->state = UP_CONNECTING;
 	sl_list_init(&up->pool_link);
@@ -482,14 +492,15 @@ static sl_upconn_t *do_open(sl_worker_t *w, sl_client_t *c)
 	return up;
 }
 
-sl_upconn_t *sl_upstream_acquire(sl_worker_t *w, sl_client_t *c)
+sl_upconn_t *sl_upstream_acquire(sl_worker_t *w, const sl_upstream_events_t *ev, void *owner)
 {
 	sl_list_t *link = sl_pool_take(&w->pool);
 	if (link == NULL)
-		return do_open(w, c);
+		return do_open(w, ev, owner);
 	sl_upconn_t *up = sl_list_entry(link, sl_upconn_t, pool_link);
 	up->state = UP_ACTIVE;
-	up->client = c;
+	up->ev = ev;
+	up->owner = owner;
 	up->reused = true;
 	return up;
 }
@@ -499,7 +510,7 @@ void sl_upstream_keep_warm(sl_worker_t *w, uint32_t target)
 	if (w->draining)
 		return;
 	while (w->pool.nidle + w->warming < target && w->pool.nidle + w->warming < w->pool.max_idle) {
-		sl_upconn_t *up = do_open(w, NULL);
+		sl_upconn_t *up = do_open(w, NULL, NULL);
 		up->warming = true;
 		w->warming++;
 	}
@@ -540,8 +551,8 @@ static void on_written(uv_write_t *req, int status)
 		return;
 	}
 	up->last_write = uv_now(&up->w->loop);
-	if (up->client && uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp) <= SL_LOW_WATER)
-		sl_client_on_upstream_drain(up->client);
+	if (up->owner && uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp) <= SL_LOW_WATER)
+		up->ev->drain(up->owner);
 }
 
 int sl_upstream_send(sl_upconn_t *up, const uv_buf_t *bufs, unsigned n)
@@ -570,7 +581,9 @@ void sl_upstream_shutdown(sl_upconn_t *up)
 		return;
 	up->shut = true;
 	up->shutdown_req.data = up;
-	uv_shutdown(&up->shutdown_req, (uv_stream_t *)&up->tcp, on_shutdown);
+	int err = uv_shutdown(&up->shutdown_req, (uv_stream_t *)&up->tcp, on_shutdown);
+	if (err != 0) /* the connection is already failing: say so from the next turn */
+		do_fail_later(up, SL_UP_TRUNCATED, err);
 }
 
 void sl_upstream_request_done(sl_upconn_t *up)
@@ -597,12 +610,14 @@ void sl_upstream_resume(sl_upconn_t *up)
 		return;
 	up->paused = false;
 	up->last_read = uv_now(&up->w->loop);
-	uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
+	int err = uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
+	if (err != 0)
+		do_fail_later(up, up->response_started ? SL_UP_TRUNCATED : SL_UP_CLOSED, err);
 }
 
 void sl_upstream_abort(sl_upconn_t *up)
 {
-	up->client = NULL;
+	up->owner = NULL;
 	do_close(up);
 }
 

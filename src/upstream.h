@@ -1,13 +1,16 @@
 /* upstream.h — one exchange with the upstream: connect (or reuse a pooled
- * connection), send the request, parse the response, hand it to the client.
+ * connection), send the request, parse the response, hand it to its owner.
  *
- * An sl_upconn_t is an upstream TCP connection. While attached to a client it
- * carries that client's exchange; between exchanges it idles in the worker's
- * pool, still reading so that a close by the upstream removes it at once.
- * Every failure goes through one place (do_fail) that detaches the client,
- * closes the connection and reports an sl_up_failure_t — never from inside a
- * call the client made, always from a libuv callback, so the client is never
- * re-entered.
+ * An sl_upconn_t is an upstream TCP connection. While it has an owner it
+ * carries that owner's exchange, reporting through the event table the owner
+ * gave at acquire (h2o's httpclient does the same): upstream.c knows nothing
+ * of clients, so the exchange can be driven by a test, a health check or a
+ * drain as well as by a client request. Between exchanges it idles in the
+ * worker's pool, still reading so that a close by the upstream removes it at
+ * once. Every failure goes through one place (do_fail) that detaches the
+ * owner, closes the connection and reports an sl_up_failure_t — never from
+ * inside a call the owner made, always from a libuv callback, so the owner is
+ * never re-entered.
  *
  * Timers (one per connection, re-armed per phase, checked lazily): connect
  * timeout; write timeout while request bytes are queued; read timeout once
@@ -24,7 +27,6 @@
 #include "http1.h"
 
 typedef struct sl_worker sl_worker_t;
-typedef struct sl_client sl_client_t;
 typedef struct sl_upconn sl_upconn_t;
 
 typedef enum {
@@ -42,19 +44,42 @@ typedef enum {
 
 typedef struct sl_up_failure {
 	sl_up_error_t kind;
-	int uv_err;            /* the libuv error behind it, or 0 */
-	bool reused;           /* the connection came from the pool */
-	bool request_written;  /* some request byte may have reached the upstream */
-	bool response_started; /* some response byte arrived */
-	int status;            /* for SL_UP_ERROR_STATUS */
+	int uv_err;           /* the libuv error behind it, or 0 */
+	bool reused;          /* the connection came from the pool */
+	bool request_written; /* some request byte may have reached the upstream */
+	bool request_sent;    /* the whole request was handed to the kernel */
+	int status;           /* for SL_UP_ERROR_STATUS */
 } sl_up_failure_t;
 
 const char *sl_up_error_name(sl_up_error_t kind);
 bool sl_up_error_is_timeout(sl_up_error_t kind);
 
-/* Gets a connection for client c: a pooled one (returned ready, reused) or a
- * new one (connecting; sl_client_on_upstream_ready or _error follows). */
-sl_upconn_t *sl_upstream_acquire(sl_worker_t *w, sl_client_t *c);
+/* What an exchange tells its owner. Each runs from a libuv callback, never
+ * inside a call the owner made into this module (ready and error included:
+ * a new connection reports them from a later loop turn). */
+typedef struct sl_upstream_events {
+	void (*ready)(void *owner);                           /* connected: send the request */
+	void (*info)(void *owner, const sl_http_msg_t *resp); /* an interim (1xx) answer */
+	/* The final answer's head: 0 to take the answer, -1 to refuse it (the
+	 * exchange then fails as SL_UP_ERROR_STATUS: the owner will retry). */
+	int (*head)(void *owner, const sl_http_msg_t *resp);
+	/* Answer body bytes (raw tunnel bytes once a tunnel is open); true when
+	 * the owner is backlogged: reading stops until sl_upstream_resume. */
+	bool (*body)(void *owner, const char *at, size_t len);
+	void (*flush)(void *owner); /* end of one read of the answer */
+	/* The answer is complete; the connection is back in the pool or closed,
+	 * and detached from the owner. */
+	void (*done)(void *owner);
+	void (*error)(void *owner, const sl_up_failure_t *f); /* failed; closed and detached */
+	void (*drain)(void *owner);       /* the request bytes queued fell below the low-water mark */
+	void (*tunnel_open)(void *owner); /* a 2xx to CONNECT: raw bytes both ways from now */
+	void (*tunnel_eof)(void *owner);  /* the upstream half-closed the tunnel */
+} sl_upstream_events_t;
+
+/* Gets a connection for an exchange reported to (ev, owner): a pooled one
+ * (returned ready: sl_upstream_is_ready) or a new one (connecting; ev->ready
+ * or ev->error follows). ev must outlive the exchange. */
+sl_upconn_t *sl_upstream_acquire(sl_worker_t *w, const sl_upstream_events_t *ev, void *owner);
 bool sl_upstream_is_ready(const sl_upconn_t *up);
 
 /* What the response to a request looks like. */
@@ -75,8 +100,8 @@ int sl_upstream_send_head(sl_upconn_t *up, const char *head, size_t len, const u
 void sl_upstream_shutdown(sl_upconn_t *up);
 
 /* Writes request body bytes. Returns 0, 1 when the upstream is backlogged
- * (stop reading the client until sl_client_on_upstream_drain), or < 0 when
- * the connection failed (reported asynchronously). */
+ * (stop reading the client until ev->drain), or < 0 when the connection
+ * failed (reported asynchronously). */
 int sl_upstream_send(sl_upconn_t *up, const uv_buf_t *bufs, unsigned n);
 
 /* The whole request has been written: the read timeout starts. */
@@ -86,8 +111,8 @@ void sl_upstream_request_done(sl_upconn_t *up);
 void sl_upstream_pause(sl_upconn_t *up);
 void sl_upstream_resume(sl_upconn_t *up);
 
-/* Forgets the client and closes the connection (client gone, or the
- * exchange abandoned). No callback follows. */
+/* Forgets the owner and closes the connection (client gone, or the
+ * exchange abandoned). No event follows. */
 void sl_upstream_abort(sl_upconn_t *up);
 
 /* Opens connections until `target` are idle in the pool or on their way

@@ -78,7 +78,12 @@ static void on_warm_timer(uv_timer_t *t)
 /* SIGHUP published new settings: take them on this worker's thread. */
 static void do_apply_config(sl_worker_t *w)
 {
+	/* The generation first: main publishes the settings, then bumps it, so
+	 * the settings read next are at least that new (main frees retired
+	 * ones by it). */
+	uint64_t gen = __atomic_load_n(&w->server->cfg_gen, __ATOMIC_ACQUIRE);
 	const sl_config_t *cfg = sl_server_config(w->server);
+	__atomic_store_n(&w->applied_gen, gen, __ATOMIC_RELEASE);
 	if (cfg == w->cfg)
 		return;
 	w->cfg = cfg;
@@ -231,4 +236,5 @@ void sl_worker_join(sl_worker_t *w)
 	w->read_buf = NULL;
 	while (w->nfree_bufs > 0)
 		free(w->free_bufs[--w->nfree_bufs]);
+	sl_client_free_requests(w);
 }

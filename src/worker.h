@@ -28,6 +28,7 @@
 #define SL_READ_BUF_SIZE (64 * 1024)
 #define SL_CLIENT_BUF (16 * 1024) /* a client connection's input buffer */
 #define SL_FREE_BUFS 64           /* idle client buffers kept for reuse */
+#define SL_FREE_REQS 64           /* idle request structs (client-t.h) kept for reuse */
 /* Above this many bytes queued towards one side, stop reading the other. */
 #define SL_HIGH_WATER (256 * 1024)
 #define SL_LOW_WATER (64 * 1024)
@@ -63,10 +64,14 @@ typedef struct sl_worker {
 	uint64_t rng;                  /* xorshift state for retry jitter */
 	char *free_bufs[SL_FREE_BUFS]; /* client input buffers, for reuse */
 	int nfree_bufs;
+	struct sl_request *free_reqs[SL_FREE_REQS]; /* request structs, for reuse (client.c) */
+	int nfree_reqs;
+	uint64_t applied_gen; /* cfg_gen when this worker last took the settings (atomic) */
 } sl_worker_t;
 
 struct sl_server {
 	sl_config_t *cfg; /* the settings in force: read with sl_server_config() */
+	uint64_t cfg_gen; /* bumped (atomic) after each new cfg is published */
 	int nworkers;
 	sl_worker_t *workers;
 	uint64_t start_ms;         /* uv_hrtime at start, in ms */

@@ -273,6 +273,11 @@ def health(sl, timeout=5):
     return json.loads(body)
 
 
+def wait_queued(sl, n, timeout=5.0):
+    """Waits until sluice reports exactly n requests in its admission queue."""
+    assert wait_until(lambda: health(sl)["queued"] == n, timeout), "queued: %r, not %d" % (health(sl), n)
+
+
 def send_get(port, target, timeout=10.0):
     """Opens a connection and sends one GET; returns the open HttpConn."""
     c = HttpConn(port, timeout=timeout)

@@ -6,6 +6,7 @@ RawUpstream answers each request it parses with whatever its responder
 returns, byte for byte, so a test can make the upstream misbehave precisely.
 """
 import socket
+import struct
 import threading
 import time
 
@@ -26,6 +27,7 @@ class Conn:
         self.requests = []
         self.error = None
         self.closed = False
+        self.reset_requested = False
 
 
 class RawUpstream:
@@ -59,9 +61,16 @@ class RawUpstream:
 
     def _serve(self, conn):
         s, done, hanging = conn.sock, 0, False
+        s.settimeout(0.02)  # to see reset requests: only this thread may close the socket
         try:
             while True:
-                b = s.recv(65536)
+                if conn.reset_requested:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    break
+                try:
+                    b = s.recv(65536)
+                except socket.timeout:
+                    continue
                 if not b:
                     break
                 with self.lock:
@@ -83,7 +92,9 @@ class RawUpstream:
                     if isinstance(answer, tuple):
                         answer, action = answer
                     if answer:
+                        s.settimeout(None)
                         s.sendall(answer)
+                        s.settimeout(0.02)
                     if action == "close":
                         return
                     if action == "hang":
@@ -97,6 +108,15 @@ class RawUpstream:
                 s.close()
             except OSError:
                 pass
+
+    def reset(self, conn_id, timeout=2.0):
+        """Closes connection conn_id with a TCP reset; returns once it is closed."""
+        conn = self.conns[conn_id]
+        conn.reset_requested = True
+        deadline = time.monotonic() + timeout
+        while not conn.closed and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert conn.closed, "connection %d did not close" % conn_id
 
     def requests(self):
         """Every request parsed so far, in the order connections opened."""

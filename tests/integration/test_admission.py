@@ -20,7 +20,7 @@ import pytest
 
 from conftest import upstream_stats
 from helpers import (HttpConn, Pending, assert_rejection, health, reset_upstream, send_get, upstream_targets,
-                     wait_idle, wait_inflight)
+                     wait_idle, wait_inflight, wait_queued)
 
 WORKERS = [pytest.param(1, id="w1"), pytest.param(2, id="w2")]
 
@@ -87,7 +87,7 @@ def test_queue_is_fifo(start_upstream, start_sluice, workers):
     pend = []
     for i in range(K):
         pend.append(Pending(sl.port, "/fifo-%d?delay_ms=10" % i).send())
-        time.sleep(0.03)
+        wait_queued(sl, i + 1)  # queued in this order
     assert hold.wait().status == 200, hold.describe()
     for p in pend:
         p.wait()
@@ -150,10 +150,10 @@ def test_disconnected_queued_client_is_never_forwarded(start_upstream, start_slu
         early = None
     assert early is None, "queued request got %r" % early
     b.close()
-    time.sleep(0.15)  # sluice sees B's FIN and drops it from the queue
+    wait_queued(sl, 0)  # sluice saw B's FIN and dropped it from the queue
 
     c = Pending(sl.port, "/c").send()
-    time.sleep(0.1)
+    wait_queued(sl, 1)
     # The single queue place is C's now: one more is refused at once.
     d = Pending(sl.port, "/d").send()
     d.wait(5)
@@ -189,7 +189,7 @@ def test_proxy_health_never_waits_for_a_slot(start_upstream, start_sluice, worke
     hold = Pending(sl.port, "/hold?delay_ms=1000").send()
     wait_inflight(up, 1)
     queued = Pending(sl.port, "/queued").send()
-    time.sleep(0.1)
+    wait_queued(sl, 1)
     full = Pending(sl.port, "/full").send()
     full.wait(5)
     assert_rejection(full.resp, "queue_full")  # the queue is indeed full
@@ -221,7 +221,7 @@ def test_proxy_health_reports_queued(start_upstream, start_sluice, workers):
     hold = Pending(sl.port, "/hold?delay_ms=800").send()
     wait_inflight(up, 1)
     waiting = [Pending(sl.port, "/q%d" % i).send() for i in range(2)]
-    time.sleep(0.15)
+    wait_queued(sl, 2)
     try:
         h = health(sl)
         assert h["active"] == 1 and h["queued"] == 2, h
@@ -244,7 +244,7 @@ def test_queue_full_keeps_keepalive_connection_usable(start_upstream, start_slui
     hold = Pending(sl.port, "/hold?delay_ms=800").send()
     wait_inflight(up, 1)
     queued = Pending(sl.port, "/queued").send()
-    time.sleep(0.1)
+    wait_queued(sl, 1)
 
     with HttpConn(sl.port, timeout=5) as conn:
         body = b'{"hello": "world", "n": 42}'

@@ -166,6 +166,13 @@ def test_100mb_chunked_response_streamed(small_quarantine, upstream, start_sluic
 # descriptors
 
 
+def wait_pool_closed(sl, timeout=5):
+    def open_upstream():
+        status, _, body = http_get(sl.url + "/proxy-metrics")
+        return json.loads(body)["pool"]["open"]
+    assert wait_until(lambda: open_upstream() == 0, timeout), "upstream connections still open"
+
+
 def settle_fds(pid, timeout=3.0):
     """The lowest fd count seen once it has stopped changing."""
     last = fd_count(pid)
@@ -210,7 +217,7 @@ def test_2000_connections_leave_no_descriptor(upstream, start_sluice):
     with HttpConn(sl.port) as c:  # warm up whatever is created lazily
         assert c.request("GET", "/?size=3").status == 200
         assert c.request("POST", "/?echo=1", body=b"x").status == 200
-    time.sleep(0.7)
+    wait_pool_closed(sl)  # the idle upstream connection, after pool_idle_timeout
     baseline = settle_fds(sl.pid)
 
     rng = random.Random(6)
@@ -278,7 +285,7 @@ def test_garbage_connections_do_not_crash_or_leak(upstream, start_sluice):
                       max_header_size=8192, max_body_size=100000, shutdown_timeout=5, **NO_ADMISSION_LIMITS)
     with HttpConn(sl.port) as c:
         assert c.request("GET", "/?size=3").status == 200
-    time.sleep(0.7)
+    wait_pool_closed(sl)  # the idle upstream connection, after pool_idle_timeout
     baseline = settle_fds(sl.pid)
     rng = random.Random(7)
     seeds = [
@@ -329,7 +336,7 @@ def test_client_gone_before_response_releases_request(upstream, start_sluice, ta
     sl = start_sluice(upstream.port, pool_idle_timeout=0.5, shutdown_timeout=5, **NO_ADMISSION_LIMITS)
     with HttpConn(sl.port) as c:
         assert c.request("GET", "/?size=3").status == 200
-    time.sleep(0.7)
+    wait_pool_closed(sl)  # the idle upstream connection, after pool_idle_timeout
     baseline = settle_fds(sl.pid)
     # leave at several moments: before forwarding, while waiting for the
     # head, while the body streams

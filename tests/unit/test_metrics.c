@@ -53,7 +53,6 @@ static void test_outcomes_and_window(void **state)
 	assert_int_equal(s->timeouts, 1);
 	assert_int_equal(s->rejected, 1);
 	assert_int_equal(s->rejected_by[SL_REJECT_QUEUE_FULL], 1);
-	assert_int_equal(s->active, 0);
 	assert_int_equal(s->window_ok, 5);
 	assert_int_equal(s->window_fail, 1);
 	assert_int_equal(s->window_rejected, 1);

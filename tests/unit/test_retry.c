@@ -112,6 +112,24 @@ static void test_stale_connection_retry_is_free_once(void **state)
 	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_ANSWER);
 }
 
+/* A GET whose whole request went out before the close: the upstream may
+ * have worked on it, so it is an ordinary retry (none with max_retries 0),
+ * never a free resend (issue 11: 2 copies with --max-retries 0). */
+static void test_close_after_the_request_went_out_is_not_stale(void **state)
+{
+	sl_config_t c = cfg();
+	c.max_retries = 0;
+	sl_attempt_t a = get_failed(SL_UP_CLOSED);
+	a.reused = true;
+	a.idempotent = true;
+	a.request_written = a.request_sent = true;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_ANSWER);
+	c.max_retries = 2;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_BACKOFF);
+	a.request_sent = false; /* EOF while bytes were still queued: stale */
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_NOW);
+}
+
 static void test_max_retries_and_statuses(void **state)
 {
 	sl_config_t c = cfg();
@@ -160,6 +178,7 @@ int main(void)
 	    cmocka_unit_test(test_never_after_response_bytes),
 	    cmocka_unit_test(test_unreplayable_body_never_retried),
 	    cmocka_unit_test(test_stale_connection_retry_is_free_once),
+	    cmocka_unit_test(test_close_after_the_request_went_out_is_not_stale),
 	    cmocka_unit_test(test_max_retries_and_statuses),
 	    cmocka_unit_test(test_backoff_full_jitter_capped),
 	};

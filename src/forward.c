@@ -1,0 +1,794 @@
+/* forward.c — see forward.h.
+ *
+ * A request's path through this file:
+ *   sl_forward_head      local (/proxy-*), 413, breaker, admission:
+ *                        granted -> do_start_attempt; queued -> QUEUED
+ *                        (on_admitted later); full or open -> do_reject
+ *   do_start_attempt     WAIT: a pooled connection (ready at once) or a new
+ *                        one (events.ready later) -> do_send_head -> FORWARD
+ *   sl_forward_body      body bytes: kept for replay while they fit, framed
+ *                        and written to the upstream
+ *   on_up_head/body/done the answer, relayed as it arrives; done -> end
+ *   on_up_error          the client end of the failure funnel (retry.c):
+ *                        again now (stale connection), after a backoff
+ *                        (BACKOFF), or the final answer -> end
+ *   sl_forward_end       the one end (forward.h)
+ * The upstream exchange reports through `events` (upstream.h) with the
+ * connection as owner; it is dropped (sl_upstream_abort) only here.
+ */
+#include "forward.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "accesslog.h"
+#include "admin.h"
+#include "breaker.h"
+#include "client.h"
+#include "log.h"
+#include "retry.h"
+#include "worker.h"
+
+static const sl_upstream_events_t events;
+static void do_start_attempt(sl_client_t *c);
+
+static const sl_config_t *cfg_of(const sl_client_t *c)
+{
+	return c->w->cfg;
+}
+
+static sl_admit_t *admit_of(const sl_client_t *c)
+{
+	return &c->w->server->admit;
+}
+
+/* Parse what is buffered, then read as the state allows: after anything
+ * that may have changed what the connection waits for. */
+static void do_parse_and_read(sl_client_t *c)
+{
+	if (c->state == CL_FORWARD || c->state == CL_DISCARD)
+		sl_client_parse(c);
+	sl_client_update_reading(c);
+}
+
+/* The attempt's exchange is abandoned: close that upstream connection and
+ * forget it (no event follows). */
+static void do_drop_upstream(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	if (q->a.up) {
+		sl_upstream_abort(q->a.up);
+		q->a.up = NULL;
+	}
+	q->a.up_backlogged = false;
+}
+
+/* ---- the end of a request -------------------------------------------------- */
+
+/* The upstream's verdict on this request, once, before any byte of the
+ * answer reaches the client (so a client that reacts to it already meets the
+ * breaker's new state). */
+static void do_tell_breaker(sl_client_t *c, bool upstream_ok)
+{
+	sl_request_t *q = c->req;
+	if (q->r.breaker_told)
+		return;
+	q->r.breaker_told = true;
+	sl_server_t *s = c->w->server;
+	if (sl_breaker_record(&s->breaker, upstream_ok, q->r.probe, sl_client_now(c))) {
+		uint32_t n = sl_admit_reject_all(&s->admit);
+		if (n)
+			sl_info("released %u queued requests with 503 circuit_open", n);
+	}
+}
+
+/* The slot goes back (to the oldest waiter, if any); kept while the answer
+ * is still queued for a slow client, because a slot is held until the answer
+ * has been relayed (SPEC §4). */
+static void do_release_slot(sl_client_t *c, bool wait_for_flush)
+{
+	sl_request_t *q = c->req;
+	if (!q->r.has_slot)
+		return;
+	q->r.has_slot = false;
+	if (wait_for_flush && sl_client_queue(c) > 0) {
+		c->flushing_slots++;
+		return;
+	}
+	sl_admit_release(admit_of(c));
+}
+
+void sl_forward_release_flushing(sl_client_t *c)
+{
+	for (; c->flushing_slots > 0; c->flushing_slots--)
+		sl_admit_release(admit_of(c));
+}
+
+static void do_log(sl_client_t *c, const char *outcome)
+{
+	if (c->w->access_log.fd < 0)
+		return;
+	sl_request_t *q = c->req;
+	uint64_t now = uv_hrtime();
+	size_t target_len;
+	const char *target = sl_http_msg_target(&q->parser.msg, &target_len);
+	sl_access_entry_t e = {
+	    .client_ip = q->ip,
+	    .method = sl_http_method_name(q->parser.msg.method),
+	    .target = target,
+	    .target_len = target_len,
+	    .minor = q->parser.msg.minor,
+	    .status = q->r.status,
+	    .bytes = q->r.bytes_out,
+	    .total_ms = (double)(now - q->r.started_ns) / 1e6,
+	    .queue_ms = (double)q->r.queue_ns / 1e6,
+	    .upstream_ms = q->r.upstream_ns ? (double)(now - q->r.upstream_ns) / 1e6 : 0,
+	    .attempts = q->r.attempts,
+	    .outcome = outcome,
+	};
+	sl_access_log_write(&c->w->access_log, &e);
+}
+
+static const char *const outcome_names[] = {"success", "failed", "rejected"};
+
+void sl_forward_end(sl_client_t *c, sl_outcome_t outcome, sl_reject_t why, sl_end_t how)
+{
+	sl_request_t *q = c->req;
+	if (!q->r.ended) {
+		q->r.ended = true;
+		do_drop_upstream(c);
+		if (c->state == CL_QUEUED && sl_admit_cancel(admit_of(c), &q->waiter) == SL_ADMIT_GRANTED)
+			q->r.has_slot = true; /* handed over as it ended: give it back */
+		if (q->r.probe && !q->r.breaker_told) {
+			q->r.breaker_told = true; /* no verdict: another request may probe */
+			sl_breaker_abandon_probe(&c->w->server->breaker);
+		}
+		do_release_slot(c, how == SL_END_ANSWERED);
+		if (q->r.counted) {
+			q->r.counted = false;
+			uint64_t now = sl_client_now(c);
+			if (outcome == SL_OUTCOME_REJECTED) {
+				sl_metrics_rejected(&c->w->metrics, why, now);
+				do_log(c, sl_reject_name(why));
+			} else {
+				sl_metrics_end(&c->w->metrics, outcome, q->r.status, now);
+				do_log(c, outcome_names[outcome]);
+				uint64_t us = (uv_hrtime() - q->r.started_ns) / 1000;
+				if (!q->r.connect) /* a tunnel's lifetime is not a response time */
+					sl_metrics_latency(&c->w->metrics, us, now);
+				sl_debug("%s %s -> %d in %llu ms", q->ip, sl_http_method_name(q->parser.msg.method),
+				         q->r.status, (unsigned long long)(us / 1000));
+			}
+		}
+	}
+	switch (how) {
+	case SL_END_ANSWERED: sl_client_next(c); break;
+	case SL_END_CUT: sl_client_close(c); break;
+	case SL_END_CLOSING: break;
+	}
+}
+
+/* ---- local answers ------------------------------------------------------------ */
+
+/* A 503 of SPEC §4, answered at once. A bodiless or small request is read to
+ * its end and dropped (DISCARD) so the connection stays usable; a large body
+ * is not worth reading just to refuse it: the connection closes instead. */
+static void do_reject(sl_client_t *c, sl_reject_t why)
+{
+	static const char *const messages[] = {
+	    "too many requests are waiting for the upstream; retry later",
+	    "the request waited too long for the upstream; retry later",
+	    "the upstream is failing and requests are paused; retry later",
+	};
+	sl_request_t *q = c->req;
+	const sl_http_msg_t *req = &q->parser.msg;
+	bool small = !req->chunked && req->content_length <= 65536;
+	char body[256], headers[64];
+	int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":503,\"message\":\"%s\"}\n",
+	                 sl_reject_name(why), messages[why]);
+	uint32_t retry_after =
+	    why == SL_REJECT_CIRCUIT_OPEN ? sl_breaker_retry_after(&c->w->server->breaker, sl_client_now(c)) : 1;
+	if (!small)
+		q->r.keep_alive = false;
+	snprintf(headers, sizeof headers, "Retry-After: %u\r\n%s", retry_after,
+	         (q->r.keep_alive && req->minor == 0) ? "Connection: keep-alive\r\n" : "");
+	q->r.status = 503;
+	q->r.bytes_out = (uint64_t)n;
+	q->out.len = 0;
+	sl_http1_build_local(503, "application/json", body, (size_t)n, q->r.keep_alive, headers, &q->out);
+	sl_client_write_out(c);
+	q->r.response_started = true;
+	sl_forward_end(c, SL_OUTCOME_REJECTED, why, SL_END_ANSWERED);
+}
+
+/* ---- sending the request -------------------------------------------------------- */
+
+/* One piece of a body as it goes on: as is, or as one chunk. Fills bufs
+ * (3 at most) and returns how many; size_line holds the chunk size. */
+static unsigned do_frame(sl_framing_t framing, const char *at, size_t len, char size_line[20], uv_buf_t bufs[3])
+{
+	if (framing != SL_FRAME_CHUNKED) {
+		bufs[0] = uv_buf_init((char *)at, (unsigned)len);
+		return 1;
+	}
+	int n = snprintf(size_line, 20, "%zx\r\n", len);
+	bufs[0] = uv_buf_init(size_line, (unsigned)n);
+	bufs[1] = uv_buf_init((char *)at, (unsigned)len);
+	bufs[2] = uv_buf_init((char *)"\r\n", 2);
+	return 3;
+}
+
+static const char last_chunk[] = "0\r\n\r\n";
+
+/* Bytes to the upstream, after the request head when it is still waiting:
+ * a POST whose body came with its head leaves in one system call. n <= 3. */
+static int do_send_up(sl_client_t *c, const uv_buf_t *bufs, unsigned n)
+{
+	sl_request_t *q = c->req;
+	if (!q->a.req_head_pending)
+		return sl_upstream_send(q->a.up, bufs, n);
+	q->a.req_head_pending = false;
+	const sl_http_msg_t *req = &q->parser.msg;
+	sl_up_expect_t expect = q->r.connect               ? SL_UP_EXPECT_TUNNEL
+	                        : req->method == HTTP_HEAD ? SL_UP_EXPECT_NO_BODY
+	                                                   : SL_UP_EXPECT_BODY;
+	int r = sl_upstream_send_head(q->a.up, q->out.base, q->out.len, bufs, n, expect);
+	q->out.len = 0;
+	return r;
+}
+
+void sl_forward_flush_request_head(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	if (!q->a.req_head_pending)
+		return;
+	if (q->a.up == NULL || c->state != CL_FORWARD) {
+		q->a.req_head_pending = false; /* the attempt was abandoned */
+		return;
+	}
+	if (do_send_up(c, NULL, 0) > 0)
+		q->a.up_backlogged = true;
+}
+
+/* Body bytes to the upstream, framed as the request head said. */
+static void do_send_body(sl_client_t *c, const char *at, size_t len)
+{
+	sl_request_t *q = c->req;
+	char size_line[20];
+	uv_buf_t bufs[3];
+	unsigned n = do_frame(q->r.req_framing, at, len, size_line, bufs);
+	if (do_send_up(c, bufs, n) > 0)
+		q->a.up_backlogged = true;
+}
+
+static void do_finish_request_body(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	if (q->r.req_framing == SL_FRAME_CHUNKED) {
+		uv_buf_t b = uv_buf_init((char *)last_chunk, sizeof last_chunk - 1);
+		if (do_send_up(c, &b, 1) > 0)
+			q->a.up_backlogged = true;
+	} else {
+		sl_forward_flush_request_head(c);
+	}
+	sl_upstream_request_done(q->a.up);
+}
+
+/* sluice answers 100 Continue itself, once an upstream connection is ready. */
+static void do_send_continue(sl_client_t *c)
+{
+	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+	sl_request_t *q = c->req;
+	const sl_http_msg_t *req = &q->parser.msg;
+	if (q->r.continue_sent || !req->expect_continue || q->r.request_done ||
+	    (req->content_length <= 0 && !req->chunked))
+		return;
+	q->r.continue_sent = true;
+	uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
+	sl_client_write(c, &b, 1);
+}
+
+/* The upstream connection is ready: send the head, let the body flow. The
+ * head goes out with the first body bytes (a retry's replayed body, or what
+ * the parser finds in this read), or alone at the end of this turn. */
+static void do_send_head(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	const sl_http_msg_t *req = &q->parser.msg;
+	sl_client_set_state(c, CL_FORWARD);
+	q->r.req_framing = sl_http1_request_framing(req);
+	q->out.len = 0;
+	sl_http1_build_request(req, q->ip, c->w->target_authority, q->r.req_framing, &q->out);
+	q->a.req_head_pending = true;
+	if (q->r.connect) {
+		sl_forward_flush_request_head(c);
+		/* Bytes after a CONNECT head belong to the tunnel: they wait in
+		 * c->in until the upstream has said yes. */
+		sl_upstream_request_done(q->a.up);
+		sl_client_update_reading(c);
+		return;
+	}
+	if (q->replay.len > 0) /* a retry */
+		do_send_body(c, q->replay.base, q->replay.len);
+	if (q->r.request_done)
+		do_finish_request_body(c);
+	else
+		do_send_continue(c);
+	if (!c->parsing)
+		sl_forward_flush_request_head(c);
+	sl_client_update_reading(c);
+}
+
+static void do_start_attempt(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	memset(&q->a, 0, sizeof q->a);
+	q->r.attempts++;
+	if (q->r.upstream_ns == 0)
+		q->r.upstream_ns = uv_hrtime();
+	sl_client_set_state(c, CL_WAIT);
+	q->a.up = sl_upstream_acquire(c->w, &events, c);
+	if (sl_upstream_is_ready(q->a.up))
+		do_send_head(c);
+	sl_client_rearm(c);
+}
+
+/* A queued request got its answer from the admission queue. */
+static void do_admitted(sl_client_t *c, sl_admit_result_t result)
+{
+	sl_request_t *q = c->req;
+	q->r.queue_ns = uv_hrtime() - q->waiter.queued_at;
+	sl_metrics_queue_wait(&c->w->metrics, q->r.queue_ns / 1000, sl_client_now(c));
+	if (result != SL_ADMIT_GRANTED) {
+		do_reject(c, SL_REJECT_CIRCUIT_OPEN);
+		return;
+	}
+	q->r.has_slot = true;
+	do_start_attempt(c);
+}
+
+static void on_admitted(sl_admit_waiter_t *waiter, sl_admit_result_t result)
+{
+	sl_request_t *q = (sl_request_t *)((char *)waiter - offsetof(sl_request_t, waiter));
+	sl_client_t *c = q->parser.data;
+	do_admitted(c, result);
+	if (c->state != CL_CLOSED)
+		do_parse_and_read(c);
+}
+
+/* ---- the request's events ---------------------------------------------------------- */
+
+static bool is_admin_path(const sl_client_t *c)
+{
+	if (c->admin_listener)
+		return true;
+	if (cfg_of(c)->admin_port != 0)
+		return false;
+	size_t len;
+	const char *t = sl_http_msg_target(&c->req->parser.msg, &len);
+	return len >= 7 && memcmp(t, "/proxy-", 7) == 0;
+}
+
+void sl_forward_head(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	const sl_http_msg_t *req = &q->parser.msg;
+	q->r.keep_alive = req->keep_alive && !c->w->draining;
+	q->r.started_ns = uv_hrtime();
+	q->replay.len = 0;
+	if (is_admin_path(c)) {
+		sl_client_set_state(c, CL_LOCAL);
+		sl_client_rearm(c);
+		return;
+	}
+	int64_t max_body = cfg_of(c)->max_body_size;
+	if (max_body > 0 && req->content_length > max_body) {
+		sl_client_respond_error(c, 413, "request body larger than max_body_size", true);
+		sl_client_linger(c);
+		return;
+	}
+	q->r.counted = true;
+	sl_metrics_begin(&c->w->metrics);
+	q->r.connect = req->method == HTTP_CONNECT;
+	if (q->r.connect)
+		q->r.keep_alive = false; /* after anything but a tunnel, what follows may be tunnel bytes */
+	q->r.replay_ok = true;
+	sl_breaker_verdict_t verdict = sl_breaker_allow(&c->w->server->breaker, sl_client_now(c));
+	q->r.probe = verdict == SL_BREAKER_PROBE;
+	if (verdict == SL_BREAKER_REJECT) {
+		do_reject(c, SL_REJECT_CIRCUIT_OPEN);
+		return;
+	}
+	switch (sl_admit_acquire(admit_of(c), &q->waiter, &c->w->admit_inbox, on_admitted)) {
+	case SL_ADMIT_GRANTED:
+		q->r.has_slot = true;
+		do_start_attempt(c);
+		break;
+	case SL_ADMIT_QUEUED:
+		sl_client_set_state(c, CL_QUEUED);
+		sl_client_rearm(c);
+		break;
+	default: do_reject(c, SL_REJECT_QUEUE_FULL); break;
+	}
+}
+
+int sl_forward_body(sl_client_t *c, const char *at, size_t len)
+{
+	sl_request_t *q = c->req;
+	q->r.body_bytes += len;
+	if (c->state == CL_LOCAL || c->state == CL_DISCARD)
+		return SL_HTTP1_CONTINUE;
+	int64_t max_body = cfg_of(c)->max_body_size;
+	if (max_body > 0 && q->r.body_bytes > (uint64_t)max_body)
+		return sl_http1_fail(&q->parser, 413, "request body larger than max_body_size");
+	if (c->state != CL_FORWARD || q->a.up == NULL)
+		return SL_HTTP1_CONTINUE;
+	if (q->r.replay_ok) {
+		if (q->replay.len + len <= (uint64_t)cfg_of(c)->retry_buffer_size) {
+			sl_buf_append(&q->replay, at, len);
+		} else {
+			q->r.replay_ok = false; /* too large to replay: no retry once sent */
+			sl_buf_dispose(&q->replay);
+		}
+	}
+	do_send_body(c, at, len);
+	return SL_HTTP1_CONTINUE;
+}
+
+void sl_forward_complete(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	q->r.request_done = true;
+	switch (c->state) {
+	case CL_DISCARD: sl_client_resume(c); break;
+	case CL_LOCAL:
+		q->out.len = 0;
+		sl_admin_respond(c->w, &q->parser.msg, q->r.keep_alive, &q->out);
+		sl_client_write_out(c);
+		q->r.response_started = true;
+		sl_forward_end(c, SL_OUTCOME_SUCCESS, 0, SL_END_ANSWERED); /* not counted: no outcome */
+		break;
+	default:
+		if (q->a.up && sl_upstream_is_ready(q->a.up))
+			do_finish_request_body(c);
+		break;
+	}
+}
+
+void sl_forward_client_eof(sl_client_t *c, ssize_t err)
+{
+	sl_request_t *q = c->req;
+	/* The peer will send nothing more. A client that pipelined whole
+	 * requests and half-closed still gets its answers; otherwise a request
+	 * in progress is abandoned, so the upstream stops working for a client
+	 * that has given up. */
+	if (c->state != CL_LOCAL && q->r.request_done && c->in_len > c->in_off)
+		return;
+	sl_forward_end(c, SL_OUTCOME_FAILED, 0, SL_END_CUT);
+}
+
+/* ---- the answer ------------------------------------------------------------------- */
+
+/* Writes the pending response head (if any) and bufs (3 at most) in one
+ * system call: a small answer leaves in a single write. */
+static bool do_write_with_head(sl_client_t *c, const uv_buf_t *bufs, unsigned n)
+{
+	sl_request_t *q = c->req;
+	if (!q->r.head_pending)
+		return sl_client_write(c, bufs, n);
+	uv_buf_t all[4];
+	all[0] = uv_buf_init(q->out.base, (unsigned)q->out.len);
+	for (unsigned i = 0; i < n; i++)
+		all[i + 1] = bufs[i];
+	q->r.head_pending = false;
+	bool backlogged = sl_client_write(c, all, n + 1);
+	q->out.len = 0;
+	return backlogged;
+}
+
+static void on_up_ready(void *owner)
+{
+	sl_client_t *c = owner;
+	do_send_head(c);
+	do_parse_and_read(c);
+}
+
+static void on_up_info(void *owner, const sl_http_msg_t *resp)
+{
+	sl_client_t *c = owner;
+	sl_request_t *q = c->req;
+	/* Every interim answer goes on, in order, to a client that can parse
+	 * one (RFC 9110 §15.2); none to HTTP/1.0. A 100 Continue after sluice
+	 * sent its own would only repeat it. */
+	if (q->parser.msg.minor == 0 || (resp->status == 100 && q->r.continue_sent))
+		return;
+	q->out.len = 0;
+	sl_http1_build_response(resp, &q->parser.msg, SL_FRAME_NONE, true, &q->out);
+	sl_client_write_out(c);
+	q->r.response_started = true; /* bytes of this exchange reached the client: no retry now */
+	q->r.interim_sent = true;
+}
+
+/* The facts of a failed attempt, for the failure funnel (retry.c). */
+static sl_attempt_t attempt_of(const sl_client_t *c, const sl_up_failure_t *f)
+{
+	const sl_request_t *q = c->req;
+	sl_attempt_t a = {
+	    .kind = f->kind,
+	    .status = f->status,
+	    .reused = f->reused,
+	    .request_written = f->request_written,
+	    .request_sent = f->request_sent,
+	    .response_relayed = q->r.response_started,
+	    .idempotent = sl_retry_is_idempotent(q->parser.msg.method),
+	    .body_replayable = q->r.replay_ok,
+	    .stale_retry_used = q->r.stale_retry_used,
+	    .retries_done = q->r.retries,
+	};
+	return a;
+}
+
+static int on_up_head(void *owner, const sl_http_msg_t *resp)
+{
+	sl_client_t *c = owner;
+	sl_request_t *q = c->req;
+	const sl_http_msg_t *req = &q->parser.msg;
+	if (resp->status == 502 || resp->status == 503 || resp->status == 504) {
+		/* The upstream says it failed: try again rather than relay, if the
+		 * funnel allows (it will decide the same way in on_up_error). */
+		sl_up_failure_t f = {.kind = SL_UP_ERROR_STATUS, .status = resp->status, .request_written = true};
+		sl_attempt_t a = attempt_of(c, &f);
+		if (sl_retry_decide(cfg_of(c), &a, 0.5).action != SL_RETRY_ANSWER)
+			return -1;
+	}
+	do_tell_breaker(c, !sl_retry_is_upstream_failure(SL_UP_ERROR_STATUS, resp->status));
+	q->r.status = resp->status;
+	if (q->r.connect && resp->status < 300) {
+		q->r.resp_framing = SL_FRAME_CLOSE; /* raw bytes follow */
+		q->out.len = 0;
+		sl_http1_build_response(resp, req, SL_FRAME_NONE, true, &q->out);
+		q->r.response_started = true;
+		if (sl_client_write_out(c) && q->a.up)
+			sl_upstream_pause(q->a.up);
+		return 0;
+	}
+	/* The framing the client gets is the one the parser established; a
+	 * Content-Length on HEAD and 304 answers describes the resource. */
+	if (resp->status == 204)
+		q->r.resp_framing = SL_FRAME_NONE;
+	else if (req->method == HTTP_HEAD || resp->status == 304 || resp->content_length >= 0)
+		q->r.resp_framing = SL_FRAME_LENGTH;
+	else if (req->minor >= 1)
+		q->r.resp_framing = SL_FRAME_CHUNKED;
+	else
+		q->r.resp_framing = SL_FRAME_CLOSE;
+	if (q->r.resp_framing == SL_FRAME_CLOSE || !q->r.request_done || c->w->draining)
+		q->r.keep_alive = false;
+	q->out.len = 0;
+	sl_http1_build_response(resp, req, q->r.resp_framing, q->r.keep_alive, &q->out);
+	q->r.response_started = true;
+	q->r.head_pending = true; /* written with the first body bytes, or at the end of this read */
+	return 0;
+}
+
+static bool on_up_body(void *owner, const char *at, size_t len)
+{
+	sl_client_t *c = owner;
+	sl_request_t *q = c->req;
+	q->r.bytes_out += len;
+	char size_line[20];
+	uv_buf_t bufs[3];
+	unsigned n = do_frame(q->r.resp_framing, at, len, size_line, bufs);
+	return do_write_with_head(c, bufs, n);
+}
+
+static void on_up_flush(void *owner)
+{
+	sl_client_t *c = owner;
+	if (do_write_with_head(c, NULL, 0) && c->req->a.up)
+		sl_upstream_pause(c->req->a.up);
+}
+
+static void on_up_done(void *owner)
+{
+	sl_client_t *c = owner;
+	sl_request_t *q = c->req;
+	q->a.up = NULL;
+	if (q->r.resp_framing == SL_FRAME_CHUNKED) {
+		uv_buf_t b = uv_buf_init((char *)last_chunk, sizeof last_chunk - 1);
+		do_write_with_head(c, &b, 1);
+	} else {
+		do_write_with_head(c, NULL, 0);
+	}
+	do_tell_breaker(c, !sl_retry_is_upstream_failure(SL_UP_ERROR_STATUS, q->r.status));
+	sl_forward_end(c, q->r.status < 500 ? SL_OUTCOME_SUCCESS : SL_OUTCOME_FAILED, 0, SL_END_ANSWERED);
+}
+
+/* The client end of the failure funnel: retry, or give the final answer. */
+static void on_up_error(void *owner, const sl_up_failure_t *f)
+{
+	sl_client_t *c = owner;
+	sl_request_t *q = c->req;
+	q->a.up = NULL;
+	q->a.up_backlogged = false;
+	if (q->r.head_pending) {
+		/* A head whose answer failed before any of it was written (a
+		 * framing error right behind it): the client gets a clean answer
+		 * (or a retry). */
+		q->r.head_pending = false;
+		q->out.len = 0;
+		q->r.response_started = q->r.interim_sent;
+	}
+	sl_debug("upstream %s for %s (attempt %d): %s", sl_up_error_name(f->kind), q->ip, q->r.attempts,
+	         f->uv_err ? uv_strerror(f->uv_err) : "");
+	sl_attempt_t a = attempt_of(c, f);
+	sl_retry_verdict_t v = sl_retry_decide(cfg_of(c), &a, sl_worker_random(c->w));
+	switch (v.action) {
+	case SL_RETRY_NOW: /* a stale pooled connection: free, not a retry */
+		q->r.stale_retry_used = true;
+		do_start_attempt(c);
+		do_parse_and_read(c);
+		return;
+	case SL_RETRY_BACKOFF:
+		q->r.retries++;
+		sl_metrics_retry(&c->w->metrics);
+		sl_client_set_state(c, CL_BACKOFF);
+		sl_client_arm(c, v.delay_ms);
+		return;
+	case SL_RETRY_ANSWER: break;
+	}
+	do_tell_breaker(c, !sl_retry_is_upstream_failure(f->kind, f->status));
+	if (c->state == CL_TUNNEL) {
+		/* An open tunnel that idled out or was reset upstream has done its
+		 * job: like a client's reset, that ends it, not fails it. */
+		sl_forward_end(c, SL_OUTCOME_SUCCESS, 0, SL_END_CUT);
+		return;
+	}
+	if (q->r.response_started) {
+		/* Part of the answer is out: the only honest signal left is to cut
+		 * the connection, so the client sees a truncated message. */
+		sl_forward_end(c, SL_OUTCOME_FAILED, 0, SL_END_CUT);
+		return;
+	}
+	sl_client_respond_error(c, v.status, v.status == 504 ? "upstream timed out" : "upstream failed",
+	                        !q->r.request_done);
+	sl_forward_end(c, SL_OUTCOME_FAILED, 0, SL_END_ANSWERED);
+}
+
+static void on_up_drain(void *owner)
+{
+	sl_client_t *c = owner;
+	if (!c->req->a.up_backlogged)
+		return;
+	c->req->a.up_backlogged = false;
+	sl_client_parse(c);
+	sl_client_update_reading(c);
+}
+
+/* ---- CONNECT tunnels ------------------------------------------------------------ */
+
+/* Bytes read from the client go to the upstream as they are. */
+static void do_tunnel_forward(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	if (q->a.up && c->in_len > c->in_off) {
+		uv_buf_t b = uv_buf_init(c->in + c->in_off, c->in_len - c->in_off);
+		if (sl_upstream_send(q->a.up, &b, 1) > 0)
+			q->a.up_backlogged = true;
+	}
+	c->in_off = c->in_len = 0;
+}
+
+static void on_tunnel_open(void *owner)
+{
+	sl_client_t *c = owner;
+	sl_client_set_state(c, CL_TUNNEL);
+	c->req->r.request_done = true;
+	sl_client_rearm(c);
+	do_tunnel_forward(c); /* what the client sent after its CONNECT head */
+	sl_client_update_reading(c);
+}
+
+static void on_tunnel_eof(void *owner)
+{
+	sl_client_t *c = owner;
+	c->req->r.tunnel_up_eof = true;
+	if (!sl_client_shutdown_write(c))
+		sl_forward_end(c, SL_OUTCOME_SUCCESS, 0, SL_END_CUT);
+	else if (c->eof) /* both sides have closed their direction: done */
+		sl_forward_end(c, SL_OUTCOME_SUCCESS, 0, SL_END_ANSWERED);
+}
+
+void sl_forward_tunnel_read(sl_client_t *c, ssize_t nread)
+{
+	sl_request_t *q = c->req;
+	if (nread < 0) {
+		if (nread != UV_EOF) { /* reset: nothing more to relay either way */
+			sl_forward_end(c, SL_OUTCOME_SUCCESS, 0, SL_END_CUT);
+			return;
+		}
+		if (q->a.up)
+			sl_upstream_shutdown(q->a.up); /* pass the half-close on */
+		if (q->r.tunnel_up_eof)
+			sl_forward_end(c, SL_OUTCOME_SUCCESS, 0, SL_END_ANSWERED);
+		return;
+	}
+	c->in_len += (uint32_t)nread;
+	do_tunnel_forward(c);
+	sl_client_update_reading(c);
+}
+
+static const sl_upstream_events_t events = {
+    .ready = on_up_ready,
+    .info = on_up_info,
+    .head = on_up_head,
+    .body = on_up_body,
+    .flush = on_up_flush,
+    .done = on_up_done,
+    .error = on_up_error,
+    .drain = on_up_drain,
+    .tunnel_open = on_tunnel_open,
+    .tunnel_eof = on_tunnel_eof,
+};
+
+/* ---- timers -------------------------------------------------------------------------- */
+
+void sl_forward_queued_timer(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	uint64_t now_ns = uv_hrtime(), limit = sl_config_ms(cfg_of(c)->queue_timeout);
+	uint64_t left = sl_ms_left(now_ns / 1000000, q->waiter.queued_at / 1000000, limit);
+	if (left > 0) {
+		sl_client_arm(c, left);
+		return;
+	}
+	uint64_t waited = (now_ns - q->waiter.queued_at) / 1000000;
+	sl_admit_result_t r = sl_admit_cancel(admit_of(c), &q->waiter);
+	if (r == SL_ADMIT_QUEUED) {
+		q->r.queue_ns = waited * 1000000;
+		sl_metrics_queue_wait(&c->w->metrics, waited * 1000, sl_client_now(c));
+		do_reject(c, SL_REJECT_QUEUE_TIMEOUT);
+	} else {
+		do_admitted(c, r); /* a slot reached it just in time */
+	}
+	if (c->state != CL_CLOSED)
+		do_parse_and_read(c);
+}
+
+void sl_forward_backoff_timer(sl_client_t *c)
+{
+	do_start_attempt(c);
+	do_parse_and_read(c);
+}
+
+static bool write_stalled(const sl_client_t *c)
+{
+	return sl_client_queue(c) > 0 &&
+	       sl_ms_left(sl_client_now(c), c->last_write, sl_config_ms(cfg_of(c)->write_timeout)) == 0;
+}
+
+void sl_forward_body_timer(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	if (write_stalled(c)) {
+		sl_debug("client %s stalled reading the answer", q->ip);
+		sl_forward_end(c, SL_OUTCOME_FAILED, 0, SL_END_CUT);
+	} else if (!q->r.request_done && !q->a.up_backlogged && c->state != CL_WAIT &&
+	           sl_ms_left(sl_client_now(c), c->last_read, sl_config_ms(cfg_of(c)->client_idle_timeout)) == 0) {
+		/* The client stopped sending its body. */
+		do_drop_upstream(c);
+		if (!q->r.response_started)
+			sl_client_respond_error(c, 408, "request body not received in time", true);
+		sl_forward_end(c, SL_OUTCOME_FAILED, 0, SL_END_ANSWERED);
+	} else {
+		sl_client_rearm(c);
+	}
+}
+
+void sl_forward_tunnel_timer(sl_client_t *c)
+{
+	if (write_stalled(c))
+		sl_forward_end(c, SL_OUTCOME_FAILED, 0, SL_END_CUT);
+	else
+		sl_client_arm(c, sl_config_ms(cfg_of(c)->write_timeout));
+}
