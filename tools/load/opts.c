@@ -15,6 +15,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "buf.h"
+
 #define MAX_CONCURRENT 100000
 #define MAX_THREADS 1024
 #define MAX_BODY_FILE (256u << 20) /* the body is sent from memory */
@@ -85,16 +87,8 @@ static const char usage[] = "usage: sluice-load --url URL [options]\n"
                             "Exit status: 0; 1 when no request succeeded or the success rate is below\n"
                             "--min-success-rate; 2 on bad arguments.\n";
 
-static int do_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int do_error(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return SL_LOAD_OPTS_ERROR;
-}
+/* Writes the message into err and returns SL_LOAD_OPTS_ERROR. */
+#define do_error(err, errlen, ...) sl_errorf(SL_LOAD_OPTS_ERROR, err, errlen, __VA_ARGS__)
 
 static int do_parse_uint(const char *name, const char *s, uint64_t min, uint64_t max, uint64_t *out, char *err,
                          size_t errlen)
