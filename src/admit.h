@@ -59,7 +59,7 @@ typedef struct sl_admit {
 	pthread_mutex_t lock;
 	sl_list_t queue; /* oldest first */
 	uint32_t limit, max_queue;
-	uint32_t active, queued; /* written under the lock, readable without */
+	uint32_t active, queued; /* under the lock, like every field here (sl_admit_get_stats copies them) */
 	uint32_t peak_active, peak_queued;
 } sl_admit_t;
 

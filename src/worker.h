@@ -3,10 +3,19 @@
  * sl_server_t is the process: settings, workers, process-wide limits. Each
  * sl_worker_t owns one libuv loop on its own thread with its own listening
  * socket (SO_REUSEPORT: the kernel spreads connections), its own upstream
- * pool, resolver and counters. Connections never move between workers, so
- * everything a request touches belongs to one thread; the only cross-thread
- * traffic is the global connection count, counters read by the admin
- * endpoints, and shutdown.
+ * pool, resolver, counters and free lists. Connections never move between
+ * workers, so the connection, its request and its upstream exchange belong
+ * to one thread and take no lock. What is shared, and how:
+ *   - admission (slots and queue): admit.c's mutex; grants reach a waiter's
+ *     worker through its inbox (uv_async);
+ *   - the circuit breaker: an atomic load while closed, a mutex for
+ *     transitions;
+ *   - the client-connection count: one atomic;
+ *   - counters: one writer each (the worker), summed by the admin endpoints
+ *     with relaxed loads (stat.h);
+ *   - the settings: a pointer swapped by SIGHUP (sl_server_config), taken by
+ *     each worker when woken, with a generation main uses to free old ones;
+ *   - shutdown phases: an atomic and a wake-up (uv_async).
  */
 #ifndef SL_WORKER_H
 #define SL_WORKER_H
