@@ -216,12 +216,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sluice: %s\n", err);
 		return 1;
 	}
-	for (int i = 0; i < cfg.workers; i++) {
-		if (sl_worker_bind(&m.server.workers[i], &m.server, i, err, sizeof err) != 0) {
-			fprintf(stderr, "sluice: %s\n", err);
-			return 1;
-		}
-	}
+	/* Signals are ours before the port listens: a SIGTERM that comes as
+	 * soon as the port answers is a graceful stop, not a kill. */
 	uv_async_init(m.loop, &m.worker_exited, on_worker_exited);
 	m.worker_exited.data = &m;
 	uv_timer_init(m.loop, &m.shutdown_timer);
@@ -232,6 +228,12 @@ int main(int argc, char **argv)
 		uv_signal_init(m.loop, sigs[i]);
 		sigs[i]->data = &m;
 		uv_signal_start(sigs[i], on_signal, signums[i]);
+	}
+	for (int i = 0; i < cfg.workers; i++) {
+		if (sl_worker_bind(&m.server.workers[i], &m.server, i, err, sizeof err) != 0) {
+			fprintf(stderr, "sluice: %s\n", err);
+			return 1;
+		}
 	}
 	/* Every worker is ready before any runs: a running worker reads the
 	 * others' counters for the admin endpoints. */

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from conftest import BUILD, http_get, raw_exchange, status_of, upstream_stats
+from helpers import wait_until
 
 PATTERN = bytes(ord("a") + i % 26 for i in range(26))
 
@@ -639,6 +640,9 @@ def test_two_workers(start_upstream):
     while threads() < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert threads() >= 3  # main + 2 workers
+    # conftest's listening probe is counted once a worker accepts it, which
+    # may be after the threads started: only then are the counters reset
+    assert wait_until(lambda: upstream_stats(up)["connections"] >= 1, 3)
     reset(up)
     results = []
 
