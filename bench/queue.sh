@@ -377,6 +377,7 @@ for t in $TARGETS; do
 	# ...and after it, including the moment wrk closes its connections at once
 	sleep 0.3
 	peak_end=$(up_stat peak_inflight)
+	upconns=$(up_stat connections)
 
 	r() { awk -v k="$1" '$1 == "RESULT" && $2 == k {print $3}' "$out_file"; }
 	dur=$(r duration_us); ok=$(r ok); non2xx=$(r non2xx); serr=$(r sock_errors)
@@ -385,9 +386,10 @@ for t in $TARGETS; do
 	share=$(awk -v n="$ok" -v d="$dur" -v i="$ideal" 'BEGIN {printf "%.1f%%", 100 * n / (d / 1e6) / i}')
 	probe=$(cat "$TMP/probe-$t.json" 2>/dev/null || echo '{}')
 	pr() { python3 -c "import json,sys; v=json.loads(sys.argv[1]).get('$1'); print('-' if v is None else v)" "$probe"; }
-	ROWS+=("$(printf '%-13s %7s %7s %5s %5s %8s %8s %9s %7s %9s %9s %8s %8s' "$t" "$rps" "$share" "$peak" "$peak_end" \
+	per_k=$(awk -v c="$upconns" -v n="$ok" 'BEGIN { printf "%.2f", n ? 1000 * c / n : 0 }')
+	ROWS+=("$(printf '%-13s %7s %7s %5s %5s %8s %8s %9s %7s %9s %9s %8s %8s %8s' "$t" "$rps" "$share" "$peak" "$peak_end" \
 		"$(r served_p50)" "$(r served_p99)" "$non2xx" "$serr" "$(pr rej_p50)" "$(pr rej_p99)" \
-		"$(r all_p50)" "$(r all_p99)")")
+		"$(r all_p50)" "$(r all_p99)" "$per_k")")
 	if [ "$t" = sluice ]; then
 		own=$(curl -s "http://127.0.0.1:$port/proxy-metrics" | python3 -c \
 			'import json,sys
@@ -457,8 +459,8 @@ echo "proxies: $WORKERS worker(s) each (sluice --workers $WORKERS, haproxy nbthr
 	"nginx worker_processes $WORKERS); wrk $WRK_THREADS threads, $CONNS connections, ${DURATION} s after a 1 s warm-up"
 echo "$("$NGINX" -v 2>&1 | sed 's/.*version: //'), $("$HAPROXY" -v | head -1 | awk '{print "HAProxy " $3}'), all on one machine"
 echo
-printf '%-13s %7s %7s %5s %5s %8s %8s %9s %7s %9s %9s %8s %8s\n' proxy "2xx/s" "ideal" peak "p_end" \
-	"p50_ms" "p99_ms" "non2xx" sockerr "rej_p50" "rej_p99" "all_p50" "all_p99"
+printf '%-13s %7s %7s %5s %5s %8s %8s %9s %7s %9s %9s %8s %8s %8s\n' proxy "2xx/s" "ideal" peak "p_end" \
+	"p50_ms" "p99_ms" "non2xx" sockerr "rej_p50" "rej_p99" "all_p50" "all_p99" "conn/1k"
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "2xx/s, ideal: served responses per second and their share of $ideal req/s (goal >= 97 %)."
@@ -475,6 +477,8 @@ echo "rej_p50, rej_p99: ms, the probe's requests (1 keep-alive connection, $PROB
 echo "(sluice 503 queue_full: goal p99 < 1 ms; nginx 502; '-' = none refused)."
 echo "all_p50, all_p99: ms, wrk's own latency percentiles over every response; where almost all are"
 echo "rejections (sluice, nginx) they are the rejection latency seen by the $CONNS closed-loop clients."
+echo "conn/1k: upstream connections opened during the run per 1,000 served requests (the upstream's count;"
+echo "a pool that keeps what the load needs opens none after the warm-up)."
 echo "direct: wrk with $LIMIT connections straight to the upstream (no proxy, no overflow): this machine's ceiling."
 echo "haproxy: default unbounded queue (timeout queue 30s) — nobody is refused, everyone waits."
 echo "haproxy-q200: + 'http-request deny deny_status 503 if { queue(be) ge $QUEUE }' (approximate bound)."

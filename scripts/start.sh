@@ -3,7 +3,12 @@
 # recommended for an upstream whose answers can take up to 5 minutes (an LLM
 # gateway, or a forward proxy such as Squid in front of one):
 #
-#   --read-timeout 300 --max-concurrent-requests 100 --max-queue-size 200
+#   --read-timeout 300 --request-timeout 300 --max-concurrent-requests 100
+#   --max-queue-size 200
+#
+# A hung upstream is answered 504 within about 300 s, queue wait included: a
+# read timeout is not retried (unless --retry-on-timeout), and no attempt or
+# backoff runs past the request's deadline.
 #
 # Builds first if anything changed (make -s all), then exec's sluice, so the
 # script's process becomes sluice: Ctrl-C or SIGTERM drains and stops it,
@@ -16,6 +21,8 @@
 #   LISTEN_PORT     port to listen on                      [8080]
 #   READ_TIMEOUT    seconds to wait for the upstream's head
 #                   and between two body reads             [300]
+#   REQUEST_TIMEOUT seconds for a whole request until its
+#                   answer's head: queue, attempts, backoff [300]
 #   MAX_CONCURRENT  requests in flight to the upstream     [100]
 #   MAX_QUEUE       requests waiting for a slot            [200]
 #   SLUICE_BUILD    directory holding the binaries         [build, in the repo]
@@ -53,6 +60,7 @@ exec "$build/sluice" \
 	--listen-host "$listen_host" --listen-port "$listen_port" \
 	--target-host "$target_host" --target-port "$target_port" \
 	--read-timeout "${READ_TIMEOUT:-300}" \
+	--request-timeout "${REQUEST_TIMEOUT:-300}" \
 	--max-concurrent-requests "${MAX_CONCURRENT:-100}" \
 	--max-queue-size "${MAX_QUEUE:-200}" \
 	"$@"

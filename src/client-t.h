@@ -68,21 +68,29 @@ typedef struct sl_request {
 		int attempts;         /* attempts started */
 		int retries;          /* retries after backoff */
 		sl_framing_t req_framing, resp_framing;
-		bool ended;            /* sl_forward_end ran: slot, breaker, outcome and log are settled */
-		bool has_slot;         /* holds an admission slot */
-		bool counted;          /* an outcome is owed (sl_metrics_begin called) */
-		bool keep_alive;       /* the connection may carry another request after this one */
-		bool request_done;     /* the whole request has been read */
-		bool response_started; /* a byte of the answer reached the client: no retry now */
-		bool interim_sent;     /* a 1xx of this request reached the client */
-		bool continue_sent;    /* sluice's own 100 Continue */
-		bool head_pending;     /* the response head waits in `out` for the first body bytes */
-		bool replay_ok;        /* every body byte sent so far is in `replay` */
-		bool probe;            /* the circuit breaker's half-open probe */
-		bool breaker_told;     /* the breaker has this request's verdict */
-		bool connect;          /* CONNECT: a tunnel if the upstream agrees */
-		bool tunnel_up_eof;    /* tunnel: the upstream has sent everything */
-		bool stale_retry_used; /* the free retry on a stale pooled connection */
+		bool ended;              /* sl_forward_end ran: slot, breaker, outcome and log are settled */
+		bool has_slot;           /* holds an admission slot */
+		bool counted;            /* an outcome is owed (sl_metrics_begin called) */
+		bool keep_alive;         /* the connection may carry another request after this one */
+		bool request_done;       /* the whole request has been read */
+		bool response_started;   /* a byte of the answer reached the client: no retry now */
+		bool interim_sent;       /* a 1xx of this request reached the client */
+		bool continue_sent;      /* sluice's own 100 Continue */
+		bool head_pending;       /* the response head waits in `out` for the first body bytes */
+		bool replay_ok;          /* every body byte sent so far is in `replay` */
+		bool probe;              /* the circuit breaker's half-open probe */
+		bool breaker_told;       /* the breaker has this request's verdict */
+		bool connect;            /* CONNECT: a tunnel if the upstream agrees */
+		bool tunnel_up_eof;      /* tunnel: the upstream has sent everything */
+		bool tunnel_client_eof;  /* tunnel: the client has sent everything (FIN follows its bytes) */
+		bool tunnel_counted;     /* tunnel: counts in the server's open tunnels (max_tunnels) */
+		bool tunnel_queued;      /* tunnel: client bytes wait for a slot in the admission queue */
+		bool tunnel_awaiting;    /* tunnel: client bytes went up, no upstream byte since */
+		bool stale_retry_used;   /* the free retry on a stale pooled connection */
+		bool outcome_pending;    /* answered to a half-closed client: counted when the linger ends */
+		uint8_t pending_outcome; /* sl_outcome_t, for then */
+		uint64_t deadline;       /* loop ms by which the answer's head must be out (0: none) */
+		uint64_t tunnel_last;    /* tunnel: loop ms of the last byte either way */
 	} r;
 	struct {                       /* one attempt: zeroed when it starts */
 		sl_upconn_t *up;       /* NULL once the exchange ended or was dropped */

@@ -37,13 +37,22 @@
 static void on_timer(uv_timer_t *t);
 static void do_close_now(sl_client_t *c);
 
+/* A write failed: the client is gone. A request in progress is abandoned
+ * (its answer drained or its upstream connection closed); else just close. */
+static void do_client_gone(sl_client_t *c)
+{
+	if (c->req && !c->req->r.ended && c->req->r.counted && c->state != CL_CLOSED)
+		sl_forward_abandon(c, SL_OUTCOME_CLIENT_CLOSED);
+	else
+		do_close_now(c);
+}
+
 /* ---- the state table ------------------------------------------------------ */
 
 static void head_timer(sl_client_t *c);
 static void head_eof(sl_client_t *c, ssize_t err);
 static void head_arm(sl_client_t *c);
 static void body_arm(sl_client_t *c);
-static void queued_arm(sl_client_t *c);
 static void discard_timer(sl_client_t *c);
 static void linger_timer(sl_client_t *c);
 static void linger_eof(sl_client_t *c, ssize_t err);
@@ -69,7 +78,7 @@ static const cl_state_ops_t states[CL_NSTATES] = {
     [CL_HEAD] = {"head", head_timer, head_arm, parse_read, head_eof,
                  TO(CL_LOCAL) | TO(CL_QUEUED) | TO(CL_WAIT) | ANY_END},
     [CL_LOCAL] = {"local", sl_forward_body_timer, body_arm, parse_read, sl_forward_client_eof, ANY_END},
-    [CL_QUEUED] = {"queued", sl_forward_queued_timer, queued_arm, parse_read, sl_forward_client_eof,
+    [CL_QUEUED] = {"queued", sl_forward_queued_timer, sl_forward_queued_arm, parse_read, sl_forward_client_eof,
                    TO(CL_WAIT) | ANY_END},
     [CL_WAIT] = {"wait", sl_forward_body_timer, body_arm, parse_read, sl_forward_client_eof,
                  TO(CL_FORWARD) | TO(CL_BACKOFF) | TO(CL_WAIT) | ANY_END},
@@ -77,8 +86,8 @@ static const cl_state_ops_t states[CL_NSTATES] = {
                     TO(CL_WAIT) | ANY_END},
     [CL_FORWARD] = {"forward", sl_forward_body_timer, body_arm, parse_read, sl_forward_client_eof,
                     TO(CL_WAIT) | TO(CL_BACKOFF) | TO(CL_TUNNEL) | ANY_END},
-    [CL_TUNNEL] = {"tunnel", sl_forward_tunnel_timer, body_arm, sl_forward_tunnel_read, sl_forward_tunnel_read,
-                   TO(CL_LINGER) | TO(CL_CLOSED)},
+    [CL_TUNNEL] = {"tunnel", sl_forward_tunnel_timer, sl_forward_tunnel_arm, sl_forward_tunnel_read,
+                   sl_forward_tunnel_read, TO(CL_LINGER) | TO(CL_CLOSED)},
     [CL_DISCARD] = {"discard", discard_timer, body_arm, parse_read, closed_eof, ANY_END},
     [CL_LINGER] = {"linger", linger_timer, linger_arm, linger_read, linger_eof, TO(CL_CLOSED)},
     [CL_CLOSED] = {"closed", NULL, no_arm, NULL, NULL, 0},
@@ -125,7 +134,7 @@ static void on_written(uv_write_t *req, int status)
 	if (c->state == CL_CLOSED)
 		return;
 	if (status != 0) {
-		sl_client_close(c);
+		do_client_gone(c);
 		return;
 	}
 	c->last_write = sl_client_now(c);
@@ -301,6 +310,12 @@ void sl_client_arm(sl_client_t *c, uint64_t ms)
 	sl_deadline_set(&c->timer, ms, on_timer);
 }
 
+void sl_client_arm_within(sl_client_t *c, uint64_t ms)
+{
+	if (!c->write_failed)
+		sl_deadline_cap(&c->timer, ms, on_timer);
+}
+
 void sl_client_rearm(sl_client_t *c)
 {
 	states[c->state].arm(c);
@@ -310,7 +325,7 @@ static void on_timer(uv_timer_t *t)
 {
 	sl_client_t *c = t->data;
 	if (c->write_failed) {
-		sl_client_close(c);
+		do_client_gone(c);
 		return;
 	}
 	if (states[c->state].timer)
@@ -354,11 +369,6 @@ static void body_arm(sl_client_t *c)
 	sl_client_arm(c, sl_config_ms(s));
 }
 
-static void queued_arm(sl_client_t *c)
-{
-	sl_client_arm(c, sl_config_ms(cfg_of(c)->queue_timeout));
-}
-
 /* DISCARD: answered already; what is left is a stalled peer. */
 static void discard_timer(sl_client_t *c)
 {
@@ -379,6 +389,7 @@ static void linger_arm(sl_client_t *c)
 
 static void linger_timer(sl_client_t *c)
 {
+	sl_forward_settle(c, true); /* no reset came: it had what it asked for */
 	do_close_now(c);
 }
 
@@ -540,6 +551,7 @@ static void head_eof(sl_client_t *c, ssize_t err)
 
 static void linger_eof(sl_client_t *c, ssize_t err)
 {
+	sl_forward_settle(c, err == UV_EOF);
 	if (err != UV_EOF || c->shut_done)
 		do_close_now(c); /* else on_shutdown closes once the answer is out */
 }
@@ -655,6 +667,7 @@ static void do_close_now(sl_client_t *c)
 		if (c->state == CL_CLOSED)
 			return;
 	}
+	sl_forward_settle(c, !c->write_failed);
 	sl_forward_release_flushing(c);
 	sl_client_set_state(c, CL_CLOSED);
 	sl_list_remove(&c->link);
@@ -675,6 +688,8 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 		return;
 	/* Everything written is out; a lingering connection whose peer has
 	 * also finished can go now. */
+	if (status != 0)
+		sl_forward_settle(c, false);
 	if (status != 0 || (c->state == CL_LINGER && c->eof))
 		do_close_now(c);
 }

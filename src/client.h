@@ -53,6 +53,10 @@ void sl_client_respond_error(sl_client_t *c, int status, const char *detail, boo
 /* Arms the connection's timer ms from now, with the state's handler. */
 void sl_client_arm(sl_client_t *c, uint64_t ms);
 
+/* Brings the timer forward to ms from now if it is due later; never
+ * pushes it back (for a deadline that only matters if it comes first). */
+void sl_client_arm_within(sl_client_t *c, uint64_t ms);
+
 /* Arms the timer with the current state's own timeout. */
 void sl_client_rearm(sl_client_t *c);
 

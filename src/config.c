@@ -37,8 +37,9 @@ typedef enum {
 	OPT_COUNT,   /* int within [min, max] */
 	OPT_BYTES,   /* int64_t within [min, max] */
 	OPT_SECONDS, /* double within [min, max] */
-	OPT_LEVEL,   /* sl_log_level_t, by name */
-	OPT_FLAG,    /* bool set by its presence; takes no value */
+	OPT_CHOICE,  /* an enum, by one of the row's `choices` names */
+	OPT_BOOL,    /* a setting: a flag without value on the command line, true/false in the file */
+	OPT_FLAG,    /* an action (--check-config): set by its presence; takes no value */
 	OPT_HELP,
 	OPT_VERSION,
 } opt_type_t;
@@ -56,20 +57,28 @@ typedef struct {
 	char short_name;   /* -h, -V, or 0 */
 	opt_type_t type;
 	unsigned flags;
-	size_t offset;    /* of the value in sl_config_t */
-	double min, max;  /* inclusive range of numeric values */
-	const char *def;  /* default as command-line text; NULL: none, required or computed */
-	const char *arg;  /* placeholder for the value in --help */
-	const char *help; /* meaning, as in SPEC §2 */
+	size_t offset;              /* of the value in sl_config_t */
+	double min, max;            /* inclusive range of numeric values */
+	const char *def;            /* default as command-line text; NULL: none, required or computed */
+	const char *arg;            /* placeholder for the value in --help */
+	const char *help;           /* meaning, as in SPEC §2 */
+	const char *const *choices; /* OPT_CHOICE: the names, in enum order, NULL-terminated */
 } opt_t;
 
 #define FIELD(f) offsetof(sl_config_t, f)
 #define NO_MAX ((double)INT64_MAX)
 #define DAY 86400.0
 
+static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const abort_names[] = {"drain", "cancel", NULL};
+
 /* Durations that may be 0 are those where 0 means "do not wait" rather than
- * "fail at once": backoffs and the shutdown drain. */
+ * "fail at once": backoffs and the shutdown drain; or "none": the request
+ * timeout. */
 /* clang-format off */
+/* Only OPT_CHOICE rows name their choices; the others leave the field out. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const opt_t options[] = {
 	{"config", NULL, 0, OPT_CONFIG, OPT_CLI_ONLY | OPT_OPTIONAL, FIELD(config_file), 0, 0, NULL,
 	 "FILE", "JSON config file (see examples/proxy_config.json)"},
@@ -101,6 +110,12 @@ static const opt_t options[] = {
 	 "upstream connections kept open and warm, at most --pool-maxsize"},
 	{"max-retries", NULL, 0, OPT_COUNT, 0, FIELD(max_retries), 0, 10, "2", "N",
 	 "extra attempts after a failed one"},
+	{"retry-on-timeout", NULL, 0, OPT_BOOL, 0, FIELD(retry_on_timeout), 0, 0, NULL, NULL,
+	 "also retry idempotent requests after a read timeout (by default only connect failures, resets and "
+	 "5xx answers are retried)"},
+	{"request-timeout", NULL, 0, OPT_SECONDS, 0, FIELD(request_timeout), 0, DAY, "0", "SEC",
+	 "the whole request from arrival to the answer's head: queue wait, attempts and backoff; 504 "
+	 "when it passes; 0 means none"},
 	{"retry-backoff-factor", "retry-backoff", 0, OPT_SECONDS, 0, FIELD(retry_backoff_factor), 0,
 	 DAY, "0.5", "SEC", "base of the exponential backoff between attempts (with jitter)"},
 	{"retry-backoff-max", NULL, 0, OPT_SECONDS, 0, FIELD(retry_backoff_max), 0, DAY, "2", "SEC",
@@ -111,6 +126,13 @@ static const opt_t options[] = {
 	 1000000, "5", "N", "consecutive failed requests that open the breaker"},
 	{"circuit-breaker-timeout", NULL, 0, OPT_SECONDS, 0, FIELD(circuit_breaker_timeout), 0.001,
 	 DAY, "60", "SEC", "time open before a half-open probe"},
+	{"client-abort", NULL, 0, OPT_CHOICE, 0, FIELD(client_abort), 0, 0, "drain", "drain|cancel",
+	 "a client leaving mid-request: keep the slot until the upstream's answer ends, then pool the "
+	 "connection (drain), or close the upstream connection at once (cancel)", abort_names},
+	{"tunnel-release-after", NULL, 0, OPT_SECONDS, 0, FIELD(tunnel_release_after), 0, DAY, "1", "SEC",
+	 "a CONNECT tunnel gives its slot back once the upstream answered and it was quiet this long"},
+	{"max-tunnels", NULL, 0, OPT_COUNT, 0, FIELD(max_tunnels), 1, 1000000, "1000", "N",
+	 "CONNECT tunnels open at once; beyond it 503 tunnel_limit"},
 	{"client-header-timeout", NULL, 0, OPT_SECONDS, 0, FIELD(client_header_timeout), 0.001, DAY,
 	 "10", "SEC", "a client must send a full request head within this"},
 	{"client-idle-timeout", NULL, 0, OPT_SECONDS, 0, FIELD(client_idle_timeout), 0.001, DAY, "60",
@@ -129,19 +151,18 @@ static const opt_t options[] = {
 	 "on SIGTERM/SIGINT: stop accepting, drain in-flight requests up to this long, exit 0"},
 	{"access-log", NULL, 0, OPT_STRING, OPT_OPTIONAL, FIELD(access_log), 0, 0, NULL, "PATH",
 	 "one line per request ('-' for stdout)"},
-	{"log-level", NULL, 0, OPT_LEVEL, 0, FIELD(log_level), 0, 0, "info", "LEVEL",
-	 "error, warn, info or debug"},
+	{"log-level", NULL, 0, OPT_CHOICE, 0, FIELD(log_level), 0, 0, "info", "LEVEL",
+	 "error, warn, info or debug", level_names},
 	{"check-config", NULL, 0, OPT_FLAG, OPT_CLI_ONLY, FIELD(check_config), 0, 0, NULL, NULL,
 	 "validate flags and file, print the effective settings as JSON, exit 0 (or 2 if invalid)"},
 	{"help", NULL, 'h', OPT_HELP, OPT_CLI_ONLY, 0, 0, 0, NULL, NULL, "print this help and exit"},
 	{"version", NULL, 'V', OPT_VERSION, OPT_CLI_ONLY, 0, 0, 0, NULL, NULL,
 	 "print the version and exit"},
 };
+#pragma GCC diagnostic pop
 /* clang-format on */
 
 #define N_OPTIONS (sizeof options / sizeof options[0])
-
-static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 /* ---- small helpers ---- */
 
@@ -160,7 +181,15 @@ static const void *const_field(const sl_config_t *cfg, const opt_t *o)
 
 static bool takes_value(const opt_t *o)
 {
-	return o->type != OPT_FLAG && o->type != OPT_HELP && o->type != OPT_VERSION;
+	return o->type != OPT_FLAG && o->type != OPT_BOOL && o->type != OPT_HELP && o->type != OPT_VERSION;
+}
+
+/* Whether a row is a setting (in the file and in sl_config_to_json()):
+ * everything but the actions. --config is rendered (operators want to see
+ * which file is in force) but not read back. */
+static bool is_setting(const opt_t *o)
+{
+	return takes_value(o) || o->type == OPT_BOOL;
 }
 
 /* What a valid value looks like, for "must be ..." and "needs a value (...)". */
@@ -176,7 +205,13 @@ static const char *describe(const opt_t *o, char *buf, size_t len)
 			snprintf(buf, len, "a number of bytes between %.0f and %.0f", o->min, o->max);
 		break;
 	case OPT_SECONDS: snprintf(buf, len, "a number of seconds between %g and %g", o->min, o->max); break;
-	case OPT_LEVEL: snprintf(buf, len, "one of error, warn, info, debug"); break;
+	case OPT_CHOICE: {
+		int n = snprintf(buf, len, "one of");
+		for (size_t i = 0; o->choices[i] && n > 0 && (size_t)n < len; i++)
+			n += snprintf(buf + n, len - (size_t)n, "%s %s", i ? "," : "", o->choices[i]);
+		break;
+	}
+	case OPT_BOOL: snprintf(buf, len, "true or false"); break;
 	default: snprintf(buf, len, "a non-empty string"); break;
 	}
 	return buf;
@@ -272,11 +307,12 @@ static int store_string(sl_config_t *cfg, const opt_t *o, const char *s)
 	return 0;
 }
 
-static int store_level(sl_config_t *cfg, const opt_t *o, const char *s)
+/* Enums are stored as int (every sl_*_t enum of config.h is int-sized). */
+static int store_choice(sl_config_t *cfg, const opt_t *o, const char *s)
 {
-	for (size_t i = 0; i < sizeof level_names / sizeof level_names[0]; i++)
-		if (strcmp(s, level_names[i]) == 0) {
-			*(sl_log_level_t *)field(cfg, o) = (sl_log_level_t)i;
+	for (int i = 0; o->choices[i]; i++)
+		if (strcmp(s, o->choices[i]) == 0) {
+			*(int *)field(cfg, o) = i;
 			return 0;
 		}
 	return -1;
@@ -309,7 +345,7 @@ static int store_text(sl_config_t *cfg, const opt_t *o, const char *text)
 			return -1;
 		return store_seconds(cfg, o, v);
 	}
-	case OPT_LEVEL: return store_level(cfg, o, text);
+	case OPT_CHOICE: return store_choice(cfg, o, text);
 	case OPT_CONFIG:
 	case OPT_STRING: return store_string(cfg, o, text);
 	default: return -1;
@@ -337,7 +373,12 @@ static int store_json(sl_config_t *cfg, const opt_t *o, json_t *v)
 	case OPT_COUNT:
 	case OPT_BYTES: return json_is_integer(v) ? store_integer(cfg, o, json_integer_value(v)) : -1;
 	case OPT_SECONDS: return json_is_number(v) ? store_seconds(cfg, o, json_number_value(v)) : -1;
-	case OPT_LEVEL: return json_is_string(v) ? store_level(cfg, o, json_string_value(v)) : -1;
+	case OPT_CHOICE: return json_is_string(v) ? store_choice(cfg, o, json_string_value(v)) : -1;
+	case OPT_BOOL:
+		if (!json_is_boolean(v))
+			return -1;
+		*(bool *)field(cfg, o) = json_is_true(v);
+		return 0;
 	case OPT_STRING: return json_is_string(v) ? store_string(cfg, o, json_string_value(v)) : -1;
 	default: return -1;
 	}
@@ -573,7 +614,8 @@ static int apply_cli(sl_config_t *cfg, int argc, char **argv, char *err, size_t 
 		case OPT_CONFIG: /* already read, before every other value */
 		case OPT_HELP:
 		case OPT_VERSION: break;
-		case OPT_FLAG: *(bool *)field(cfg, a.opt) = true; break;
+		case OPT_FLAG:
+		case OPT_BOOL: *(bool *)field(cfg, a.opt) = true; break;
 		default:
 			if (store_text(cfg, a.opt, a.value) < 0) {
 				char want[96], shown[64];
@@ -750,7 +792,7 @@ json_t *sl_config_to_json(const sl_config_t *cfg)
 		return NULL;
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		const opt_t *o = &options[i];
-		if (!takes_value(o)) /* --config too: operators want to see which file is in force */
+		if (!is_setting(o))
 			continue;
 		char key[64];
 		snprintf(key, sizeof key, "%s", o->name);
@@ -767,7 +809,8 @@ json_t *sl_config_to_json(const sl_config_t *cfg)
 			break;
 		case OPT_BYTES: j = json_integer(*(const int64_t *)v); break;
 		case OPT_SECONDS: j = json_real(*(const double *)v); break;
-		case OPT_LEVEL: j = json_string(level_names[*(const sl_log_level_t *)v]); break;
+		case OPT_CHOICE: j = json_string(o->choices[*(const int *)v]); break;
+		case OPT_BOOL: j = json_boolean(*(const bool *)v); break;
 		default: j = *(char *const *)v ? json_string(*(char *const *)v) : json_null(); break;
 		}
 		if (json_object_set_new(obj, key, j) < 0) {

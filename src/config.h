@@ -19,6 +19,13 @@
 
 typedef enum { SL_LOG_ERROR, SL_LOG_WARN, SL_LOG_INFO, SL_LOG_DEBUG } sl_log_level_t;
 
+/* --client-abort: what a client leaving mid-request does to its upstream
+ * exchange. */
+typedef enum {
+	SL_ABORT_DRAIN, /* keep the slot, read and drop the answer, pool the connection */
+	SL_ABORT_CANCEL /* close the upstream connection and release the slot at once */
+} sl_abort_t;
+
 typedef struct sl_config {
 	char *config_file; /* --config, NULL if none */
 	char *listen_host;
@@ -35,11 +42,16 @@ typedef struct sl_config {
 	double pool_idle_timeout;
 	int pool_connections; /* at most pool_maxsize */
 	int max_retries;
+	bool retry_on_timeout;       /* retry (idempotent requests) after a read timeout too */
 	double retry_backoff_factor; /* alias --retry-backoff */
 	double retry_backoff_max;
 	int64_t retry_buffer_size; /* bytes of request body kept for replay */
 	int circuit_breaker_threshold;
 	double circuit_breaker_timeout;
+	double request_timeout; /* arrival to answer head: queue, attempts, backoff; 0 = none */
+	sl_abort_t client_abort;
+	double tunnel_release_after; /* a quiet tunnel gives its slot back after this */
+	int max_tunnels;             /* CONNECT tunnels open at once */
 	double client_header_timeout;
 	double client_idle_timeout;
 	int64_t max_header_size;

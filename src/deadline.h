@@ -87,6 +87,15 @@ static inline void sl_deadline_stop(sl_deadline_t *d)
 	uv_timer_stop(&d->timer);
 }
 
+/* Brings the deadline forward to ms from now if it is due later than that
+ * (or not set); never pushes it back. */
+static inline void sl_deadline_cap(sl_deadline_t *d, uint64_t ms, uv_timer_cb cb)
+{
+	uint64_t due = uv_now(d->timer.loop) + ms;
+	if (!uv_is_active((uv_handle_t *)&d->timer) || d->cb != cb || sl_ms_between(due, d->due) > 0)
+		sl_deadline_set(d, ms, cb);
+}
+
 /* The lazy-timeout step, for a timer callback: true when limit_ms has
  * passed since `since` (loop time); otherwise d is re-armed with cb for what
  * is left and false returned. */

@@ -13,12 +13,24 @@
  *                        again now (stale connection), after a backoff
  *                        (BACKOFF), or the final answer -> end
  *   sl_forward_end       the one end (forward.h)
+ *   sl_forward_abandon   the client left: the answer is drained (the slot
+ *                        kept until the upstream is done) or the upstream
+ *                        connection closed, per --client-abort
  * The upstream exchange reports through `events` (upstream.h) with the
- * connection as owner; it is dropped (sl_upstream_abort) only here.
+ * connection as owner; it is dropped (sl_upstream_abort) or handed to a
+ * drain (drain_events) only here.
+ *
+ * A CONNECT tunnel holds a slot only while an exchange goes through it: it
+ * keeps the CONNECT's slot until the tunnel has been quiet for
+ * tunnel_release_after after an upstream byte, and asks admission again
+ * (queued like any request, its bytes unread meanwhile) when the client
+ * sends more.
  */
 #include "forward.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "accesslog.h"
@@ -31,6 +43,12 @@
 
 static const sl_upstream_events_t events;
 static void do_start_attempt(sl_client_t *c);
+static void do_tunnel_forward(sl_client_t *c);
+static void do_tunnel_client_done(sl_client_t *c);
+
+/* Bytes of an abandoned answer read before its upstream connection is closed
+ * instead: an upstream that is sending has mostly done its work. */
+#define DRAIN_MAX_BYTES (4u << 20)
 
 static const sl_config_t *cfg_of(const sl_client_t *c)
 {
@@ -129,7 +147,40 @@ static void do_log(sl_client_t *c, const char *outcome)
 	sl_access_log_write(&c->w->access_log, &e);
 }
 
-static const char *const outcome_names[] = {"success", "failed", "rejected"};
+static const char *const outcome_names[] = {"success", "failed", "rejected", "client_closed"};
+
+/* The outcome in the metrics and the access log, once per request. */
+static void do_count(sl_client_t *c, sl_outcome_t outcome, sl_reject_t why)
+{
+	sl_request_t *q = c->req;
+	if (!q->r.counted)
+		return;
+	q->r.counted = false;
+	uint64_t now = sl_client_now(c);
+	if (outcome == SL_OUTCOME_REJECTED) {
+		sl_metrics_rejected(&c->w->metrics, why, now);
+		do_log(c, sl_reject_name(why));
+		return;
+	}
+	if (outcome == SL_OUTCOME_CLIENT_CLOSED)
+		q->r.status = 499; /* the access log's word for it, as nginx's */
+	sl_metrics_end(&c->w->metrics, outcome, q->r.status, now);
+	do_log(c, outcome_names[outcome]);
+	uint64_t us = (uv_hrtime() - q->r.started_ns) / 1000;
+	if (!q->r.connect && outcome != SL_OUTCOME_CLIENT_CLOSED) /* not response times */
+		sl_metrics_latency(&c->w->metrics, us, now);
+	sl_debug("%s %s -> %d in %llu ms", q->ip, sl_http_method_name(q->parser.msg.method), q->r.status,
+	         (unsigned long long)(us / 1000));
+}
+
+void sl_forward_settle(sl_client_t *c, bool delivered)
+{
+	sl_request_t *q = c->req;
+	if (q == NULL || !q->r.outcome_pending)
+		return;
+	q->r.outcome_pending = false;
+	do_count(c, delivered ? (sl_outcome_t)q->r.pending_outcome : SL_OUTCOME_CLIENT_CLOSED, 0);
+}
 
 void sl_forward_end(sl_client_t *c, sl_outcome_t outcome, sl_reject_t why, sl_end_t how)
 {
@@ -137,28 +188,27 @@ void sl_forward_end(sl_client_t *c, sl_outcome_t outcome, sl_reject_t why, sl_en
 	if (!q->r.ended) {
 		q->r.ended = true;
 		do_drop_upstream(c);
-		if (c->state == CL_QUEUED && sl_admit_cancel(admit_of(c), &q->waiter) == SL_ADMIT_GRANTED)
+		if ((c->state == CL_QUEUED || q->r.tunnel_queued) &&
+		    sl_admit_cancel(admit_of(c), &q->waiter) == SL_ADMIT_GRANTED)
 			q->r.has_slot = true; /* handed over as it ended: give it back */
+		if (c->state == CL_TUNNEL && q->r.has_slot)
+			sl_metrics_tunnel_active(&c->w->metrics, -1);
+		if (q->r.tunnel_counted)
+			atomic_fetch_sub_explicit(&c->w->server->tunnels, 1, memory_order_relaxed);
 		if (q->r.probe && !q->r.breaker_told) {
 			q->r.breaker_told = true; /* no verdict: another request may probe */
 			sl_breaker_abandon_probe(&c->w->server->breaker);
 		}
 		do_release_slot(c, how == SL_END_ANSWERED);
-		if (q->r.counted) {
-			q->r.counted = false;
-			uint64_t now = sl_client_now(c);
-			if (outcome == SL_OUTCOME_REJECTED) {
-				sl_metrics_rejected(&c->w->metrics, why, now);
-				do_log(c, sl_reject_name(why));
-			} else {
-				sl_metrics_end(&c->w->metrics, outcome, q->r.status, now);
-				do_log(c, outcome_names[outcome]);
-				uint64_t us = (uv_hrtime() - q->r.started_ns) / 1000;
-				if (!q->r.connect) /* a tunnel's lifetime is not a response time */
-					sl_metrics_latency(&c->w->metrics, us, now);
-				sl_debug("%s %s -> %d in %llu ms", q->ip, sl_http_method_name(q->parser.msg.method),
-				         q->r.status, (unsigned long long)(us / 1000));
-			}
+		if (q->r.counted && how == SL_END_ANSWERED && outcome != SL_OUTCOME_REJECTED && c->eof &&
+		    c->in_len == c->in_off) {
+			/* Answered to a client that half-closed: whether the answer
+			 * reached it is known when the connection ends (a reset in
+			 * reply is a client that had gone). sl_forward_settle counts. */
+			q->r.outcome_pending = true;
+			q->r.pending_outcome = (uint8_t)outcome;
+		} else {
+			do_count(c, outcome, why);
 		}
 	}
 	switch (how) {
@@ -168,6 +218,108 @@ void sl_forward_end(sl_client_t *c, sl_outcome_t outcome, sl_reject_t why, sl_en
 	}
 }
 
+/* ---- a client that leaves --------------------------------------------------------- */
+
+/* An abandoned request's answer, read to its end and dropped while it keeps
+ * the request's slot: the upstream is still working on it, and the slot
+ * counts what the upstream is doing (--client-abort drain). The exchange
+ * reports here once handed over; its connection goes back to the pool when
+ * the answer ends. */
+typedef struct sl_drain {
+	sl_worker_t *w;
+	sl_upconn_t *up;
+	uint64_t bytes;
+	bool too_long; /* past DRAIN_MAX_BYTES: closed at the end of this read */
+} sl_drain_t;
+
+static void do_drain_end(sl_drain_t *d)
+{
+	sl_admit_release(&d->w->server->admit);
+	sl_metrics_draining(&d->w->metrics, -1);
+	free(d);
+}
+
+static int on_drain_head(void *owner, const sl_http_msg_t *resp)
+{
+	return 0; /* whatever it is: nobody retries an answer nobody reads */
+}
+
+static bool on_drain_body(void *owner, const char *at, size_t len)
+{
+	sl_drain_t *d = owner;
+	d->bytes += len;
+	if (d->bytes > DRAIN_MAX_BYTES)
+		d->too_long = true;
+	return d->too_long; /* stop reading: closed once this read has been parsed */
+}
+
+static void on_drain_flush(void *owner)
+{
+	sl_drain_t *d = owner;
+	if (d->too_long) {
+		sl_upstream_abort(d->up);
+		do_drain_end(d);
+	}
+}
+
+static void on_drain_done(void *owner)
+{
+	do_drain_end(owner);
+}
+
+static void on_drain_error(void *owner, const sl_up_failure_t *f)
+{
+	do_drain_end(owner);
+}
+
+static void on_drain_nothing(void *owner)
+{
+	(void)owner;
+}
+
+static void on_drain_info(void *owner, const sl_http_msg_t *resp)
+{
+	(void)owner;
+}
+
+static const sl_upstream_events_t drain_events = {
+    .ready = on_drain_nothing,
+    .info = on_drain_info,
+    .head = on_drain_head,
+    .body = on_drain_body,
+    .flush = on_drain_flush,
+    .done = on_drain_done,
+    .error = on_drain_error,
+    .drain = on_drain_nothing,
+    .tunnel_open = on_drain_nothing,
+    .tunnel_eof = on_drain_nothing,
+};
+
+/* Whether the upstream has the whole request and may still be working on
+ * it: only then is there an answer worth waiting for. A request whose body
+ * was still coming cannot be finished by the upstream. */
+static bool is_drainable(const sl_client_t *c)
+{
+	const sl_request_t *q = c->req;
+	return cfg_of(c)->client_abort == SL_ABORT_DRAIN && c->state == CL_FORWARD && !q->r.connect && q->r.has_slot &&
+	       q->r.request_done && q->a.up && !q->a.req_head_pending && sl_upstream_is_ready(q->a.up);
+}
+
+void sl_forward_abandon(sl_client_t *c, sl_outcome_t outcome)
+{
+	sl_request_t *q = c->req;
+	if (!q->r.ended && is_drainable(c)) {
+		sl_drain_t *d = sl_calloc(1, sizeof *d);
+		d->w = c->w;
+		d->up = q->a.up;
+		q->a.up = NULL;
+		q->r.has_slot = false; /* the drain holds it now */
+		sl_metrics_draining(&c->w->metrics, 1);
+		sl_upstream_hand_over(d->up, &drain_events, d);
+	}
+	sl_forward_end(c, outcome, 0, SL_END_CUT);
+}
+
 /* ---- local answers ------------------------------------------------------------ */
 
 /* A 503 of SPEC §4, answered at once. A bodiless or small request is read to
@@ -175,10 +327,11 @@ void sl_forward_end(sl_client_t *c, sl_outcome_t outcome, sl_reject_t why, sl_en
  * is not worth reading just to refuse it: the connection closes instead. */
 static void do_reject(sl_client_t *c, sl_reject_t why)
 {
-	static const char *const messages[] = {
-	    "too many requests are waiting for the upstream; retry later",
-	    "the request waited too long for the upstream; retry later",
-	    "the upstream is failing and requests are paused; retry later",
+	static const char *const messages[SL_REJECT_COUNT] = {
+	    [SL_REJECT_QUEUE_FULL] = "too many requests are waiting for the upstream; retry later",
+	    [SL_REJECT_QUEUE_TIMEOUT] = "the request waited too long for the upstream; retry later",
+	    [SL_REJECT_CIRCUIT_OPEN] = "the upstream is failing and requests are paused; retry later",
+	    [SL_REJECT_TUNNEL_LIMIT] = "too many tunnels are open; retry later",
 	};
 	sl_request_t *q = c->req;
 	const sl_http_msg_t *req = &q->parser.msg;
@@ -328,6 +481,7 @@ static void do_start_attempt(sl_client_t *c)
 		q->r.upstream_ns = uv_hrtime();
 	sl_client_set_state(c, CL_WAIT);
 	q->a.up = sl_upstream_acquire(c->w, &events, c);
+	sl_upstream_set_deadline(q->a.up, q->r.deadline);
 	if (sl_upstream_is_ready(q->a.up))
 		do_send_head(c);
 	sl_client_rearm(c);
@@ -344,13 +498,37 @@ static void do_admitted(sl_client_t *c, sl_admit_result_t result)
 		return;
 	}
 	q->r.has_slot = true;
+	if (q->r.deadline && sl_ms_left(sl_client_now(c), q->r.deadline, 0) == 0) {
+		do_reject(c, SL_REJECT_QUEUE_TIMEOUT); /* the slot came too late: never sent */
+		return;
+	}
 	do_start_attempt(c);
+}
+
+/* A tunnel's client bytes got a slot (or the breaker refused them). */
+static void do_tunnel_admitted(sl_client_t *c, sl_admit_result_t result)
+{
+	sl_request_t *q = c->req;
+	q->r.tunnel_queued = false;
+	if (result != SL_ADMIT_GRANTED) {
+		sl_forward_end(c, SL_OUTCOME_REJECTED, SL_REJECT_CIRCUIT_OPEN, SL_END_CUT);
+		return;
+	}
+	q->r.has_slot = true;
+	sl_metrics_tunnel_active(&c->w->metrics, 1);
+	do_tunnel_forward(c);
+	if (c->state == CL_TUNNEL) /* not ended by a FIN that followed the bytes */
+		sl_client_update_reading(c);
 }
 
 static void on_admitted(sl_admit_waiter_t *waiter, sl_admit_result_t result)
 {
 	sl_request_t *q = (sl_request_t *)((char *)waiter - offsetof(sl_request_t, waiter));
 	sl_client_t *c = q->parser.data;
+	if (c->state == CL_TUNNEL) {
+		do_tunnel_admitted(c, result);
+		return;
+	}
 	do_admitted(c, result);
 	if (c->state != CL_CLOSED)
 		do_parse_and_read(c);
@@ -390,9 +568,19 @@ void sl_forward_head(sl_client_t *c)
 	q->r.counted = true;
 	sl_metrics_begin(&c->w->metrics);
 	q->r.connect = req->method == HTTP_CONNECT;
-	if (q->r.connect)
-		q->r.keep_alive = false; /* after anything but a tunnel, what follows may be tunnel bytes */
 	q->r.replay_ok = true;
+	uint64_t timeout = sl_config_ms(cfg_of(c)->request_timeout);
+	q->r.deadline = timeout ? sl_client_now(c) + timeout : 0;
+	if (q->r.connect) {
+		q->r.keep_alive = false; /* after anything but a tunnel, what follows may be tunnel bytes */
+		if (atomic_fetch_add_explicit(&c->w->server->tunnels, 1, memory_order_relaxed) >=
+		    cfg_of(c)->max_tunnels) {
+			atomic_fetch_sub_explicit(&c->w->server->tunnels, 1, memory_order_relaxed);
+			do_reject(c, SL_REJECT_TUNNEL_LIMIT);
+			return;
+		}
+		q->r.tunnel_counted = true;
+	}
 	sl_breaker_verdict_t verdict = sl_breaker_allow(&c->w->server->breaker, sl_client_now(c));
 	q->r.probe = verdict == SL_BREAKER_PROBE;
 	if (verdict == SL_BREAKER_REJECT) {
@@ -455,16 +643,33 @@ void sl_forward_complete(sl_client_t *c)
 	}
 }
 
+/* Whether the whole request has arrived: read, or waiting in c->in whole
+ * (a request waiting for its upstream connection is not parsed further). */
+static bool request_arrived(const sl_client_t *c)
+{
+	const sl_request_t *q = c->req;
+	const sl_http_msg_t *req = &q->parser.msg;
+	if (q->r.request_done || (!req->chunked && req->content_length <= 0))
+		return true;
+	return !req->chunked && c->state != CL_FORWARD && (uint64_t)(c->in_len - c->in_off) >= q->parser.left;
+}
+
 void sl_forward_client_eof(sl_client_t *c, ssize_t err)
 {
-	sl_request_t *q = c->req;
-	/* The peer will send nothing more. A client that pipelined whole
-	 * requests and half-closed still gets its answers; otherwise a request
-	 * in progress is abandoned, so the upstream stops working for a client
-	 * that has given up. */
-	if (c->state != CL_LOCAL && q->r.request_done && c->in_len > c->in_off)
+	switch (c->state) {
+	case CL_LOCAL: sl_forward_end(c, SL_OUTCOME_FAILED, 0, SL_END_CUT); return; /* not counted */
+	case CL_QUEUED: /* withdrawn at once, never sent (HAProxy's abortonclose) */
+		sl_forward_abandon(c, SL_OUTCOME_CLIENT_CLOSED);
 		return;
-	sl_forward_end(c, SL_OUTCOME_FAILED, 0, SL_END_CUT);
+	default:
+		/* A FIN after a whole request is not an abort: many clients
+		 * half-close once they have sent it, and the answer still goes
+		 * out (if it cannot be delivered, the failed write ends it). A
+		 * reset, or a FIN inside the request, is the client leaving. */
+		if (err == UV_EOF && request_arrived(c))
+			return;
+		sl_forward_abandon(c, SL_OUTCOME_CLIENT_CLOSED);
+	}
 }
 
 /* ---- the answer ------------------------------------------------------------------- */
@@ -524,6 +729,7 @@ static sl_attempt_t attempt_of(const sl_client_t *c, const sl_up_failure_t *f)
 	    .body_replayable = q->r.replay_ok,
 	    .stale_retry_used = q->r.stale_retry_used,
 	    .retries_done = q->r.retries,
+	    .time_left_ms = q->r.deadline ? sl_ms_between(sl_client_now(c), q->r.deadline) : INT64_MAX,
 	};
 	return a;
 }
@@ -576,6 +782,12 @@ static bool on_up_body(void *owner, const char *at, size_t len)
 	sl_client_t *c = owner;
 	sl_request_t *q = c->req;
 	q->r.bytes_out += len;
+	if (c->state == CL_TUNNEL) { /* the upstream answered: the quiet time starts now */
+		q->r.tunnel_awaiting = false;
+		q->r.tunnel_last = sl_client_now(c);
+		if (q->r.has_slot)
+			sl_client_arm_within(c, sl_config_ms(cfg_of(c)->tunnel_release_after));
+	}
 	char size_line[20];
 	uv_buf_t bufs[3];
 	unsigned n = do_frame(q->r.resp_framing, at, len, size_line, bufs);
@@ -667,16 +879,54 @@ static void on_up_drain(void *owner)
 
 /* ---- CONNECT tunnels ------------------------------------------------------------ */
 
-/* Bytes read from the client go to the upstream as they are. */
+/* Bytes read from the client go to the upstream as they are, while the
+ * tunnel holds a slot; without one they wait in c->in for the grant. */
 static void do_tunnel_forward(sl_client_t *c)
 {
 	sl_request_t *q = c->req;
-	if (q->a.up && c->in_len > c->in_off) {
+	if (c->in_len == c->in_off || !q->r.has_slot)
+		return;
+	if (q->a.up) {
 		uv_buf_t b = uv_buf_init(c->in + c->in_off, c->in_len - c->in_off);
 		if (sl_upstream_send(q->a.up, &b, 1) > 0)
 			q->a.up_backlogged = true;
+		q->r.tunnel_awaiting = true;
+		q->r.tunnel_last = sl_client_now(c);
 	}
 	c->in_off = c->in_len = 0;
+	if (q->r.tunnel_client_eof)
+		do_tunnel_client_done(c);
+}
+
+/* The client half-closed and its bytes have gone up: pass the FIN on (after
+ * them); the tunnel ends once the upstream has closed its side too. */
+static void do_tunnel_client_done(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	if (q->a.up)
+		sl_upstream_shutdown(q->a.up);
+	if (q->r.tunnel_up_eof)
+		sl_forward_end(c, SL_OUTCOME_SUCCESS, 0, SL_END_ANSWERED);
+}
+
+/* Client bytes on a tunnel that gave its slot back: ask admission again.
+ * Returns false when the tunnel ended (the queue is full). */
+static bool do_tunnel_acquire(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	if (q->r.has_slot || q->r.tunnel_queued)
+		return true;
+	switch (sl_admit_acquire(admit_of(c), &q->waiter, &c->w->admit_inbox, on_admitted)) {
+	case SL_ADMIT_GRANTED:
+		q->r.has_slot = true;
+		sl_metrics_tunnel_active(&c->w->metrics, 1);
+		return true;
+	case SL_ADMIT_QUEUED:
+		q->r.tunnel_queued = true;
+		sl_client_rearm(c);
+		return true;
+	default: sl_forward_end(c, SL_OUTCOME_REJECTED, SL_REJECT_QUEUE_FULL, SL_END_CUT); return false;
+	}
 }
 
 static void on_tunnel_open(void *owner)
@@ -684,6 +934,8 @@ static void on_tunnel_open(void *owner)
 	sl_client_t *c = owner;
 	sl_client_set_state(c, CL_TUNNEL);
 	c->req->r.request_done = true;
+	c->req->r.tunnel_last = sl_client_now(c); /* the 2xx was the answer: quiet from here */
+	sl_metrics_tunnel_active(&c->w->metrics, 1);
 	sl_client_rearm(c);
 	do_tunnel_forward(c); /* what the client sent after its CONNECT head */
 	sl_client_update_reading(c);
@@ -707,15 +959,17 @@ void sl_forward_tunnel_read(sl_client_t *c, ssize_t nread)
 			sl_forward_end(c, SL_OUTCOME_SUCCESS, 0, SL_END_CUT);
 			return;
 		}
-		if (q->a.up)
-			sl_upstream_shutdown(q->a.up); /* pass the half-close on */
-		if (q->r.tunnel_up_eof)
-			sl_forward_end(c, SL_OUTCOME_SUCCESS, 0, SL_END_ANSWERED);
+		q->r.tunnel_client_eof = true;
+		if (c->in_len == c->in_off) /* else the FIN follows the bytes waiting for a slot */
+			do_tunnel_client_done(c);
 		return;
 	}
 	c->in_len += (uint32_t)nread;
+	if (!do_tunnel_acquire(c))
+		return;
 	do_tunnel_forward(c);
-	sl_client_update_reading(c);
+	if (c->state == CL_TUNNEL)
+		sl_client_update_reading(c);
 }
 
 static const sl_upstream_events_t events = {
@@ -733,11 +987,31 @@ static const sl_upstream_events_t events = {
 
 /* ---- timers -------------------------------------------------------------------------- */
 
+/* How long a queued request may still wait: queue_timeout, or less if its
+ * deadline comes first. */
+static uint64_t queue_time_left(const sl_client_t *c)
+{
+	const sl_request_t *q = c->req;
+	uint64_t left =
+	    sl_ms_left(uv_hrtime() / 1000000, q->waiter.queued_at / 1000000, sl_config_ms(cfg_of(c)->queue_timeout));
+	if (q->r.deadline) {
+		uint64_t until = sl_ms_left(sl_client_now(c), q->r.deadline, 0);
+		if (until < left)
+			left = until;
+	}
+	return left;
+}
+
+void sl_forward_queued_arm(sl_client_t *c)
+{
+	sl_client_arm(c, queue_time_left(c));
+}
+
 void sl_forward_queued_timer(sl_client_t *c)
 {
 	sl_request_t *q = c->req;
-	uint64_t now_ns = uv_hrtime(), limit = sl_config_ms(cfg_of(c)->queue_timeout);
-	uint64_t left = sl_ms_left(now_ns / 1000000, q->waiter.queued_at / 1000000, limit);
+	uint64_t now_ns = uv_hrtime();
+	uint64_t left = queue_time_left(c);
 	if (left > 0) {
 		sl_client_arm(c, left);
 		return;
@@ -772,7 +1046,7 @@ void sl_forward_body_timer(sl_client_t *c)
 	sl_request_t *q = c->req;
 	if (write_stalled(c)) {
 		sl_debug("client %s stalled reading the answer", q->ip);
-		sl_forward_end(c, SL_OUTCOME_FAILED, 0, SL_END_CUT);
+		sl_forward_abandon(c, SL_OUTCOME_FAILED);
 	} else if (!q->r.request_done && !q->a.up_backlogged && c->state != CL_WAIT &&
 	           sl_ms_left(sl_client_now(c), c->last_read, sl_config_ms(cfg_of(c)->client_idle_timeout)) == 0) {
 		/* The client stopped sending its body. */
@@ -785,10 +1059,39 @@ void sl_forward_body_timer(sl_client_t *c)
 	}
 }
 
+void sl_forward_tunnel_arm(sl_client_t *c)
+{
+	const sl_config_t *cfg = cfg_of(c);
+	uint64_t release = sl_config_ms(cfg->tunnel_release_after), write = sl_config_ms(cfg->write_timeout);
+	sl_client_arm(c, release < write ? release : write);
+}
+
 void sl_forward_tunnel_timer(sl_client_t *c)
 {
-	if (write_stalled(c))
+	sl_request_t *q = c->req;
+	const sl_config_t *cfg = cfg_of(c);
+	uint64_t now = sl_client_now(c), next = sl_config_ms(cfg->write_timeout);
+	if (write_stalled(c)) {
 		sl_forward_end(c, SL_OUTCOME_FAILED, 0, SL_END_CUT);
-	else
-		sl_client_arm(c, sl_config_ms(cfg_of(c)->write_timeout));
+		return;
+	}
+	if (q->r.tunnel_queued) {
+		uint64_t left =
+		    sl_ms_left(uv_hrtime() / 1000000, q->waiter.queued_at / 1000000, sl_config_ms(cfg->queue_timeout));
+		if (left == 0) { /* the tunnel's bytes waited too long for a slot */
+			sl_forward_end(c, SL_OUTCOME_REJECTED, SL_REJECT_QUEUE_TIMEOUT, SL_END_CUT);
+			return;
+		}
+		next = left < next ? left : next;
+	} else if (q->r.has_slot && !q->r.tunnel_awaiting) {
+		uint64_t left = sl_ms_left(now, q->r.tunnel_last, sl_config_ms(cfg->tunnel_release_after));
+		if (left == 0) { /* answered and quiet: the upstream has nothing of ours to work on */
+			q->r.has_slot = false;
+			sl_metrics_tunnel_active(&c->w->metrics, -1);
+			sl_admit_release(admit_of(c));
+		} else if (left < next) {
+			next = left;
+		}
+	}
+	sl_client_arm(c, next ? next : 1);
 }

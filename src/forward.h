@@ -56,10 +56,24 @@ void sl_forward_client_eof(sl_client_t *c, ssize_t err);
 /* Tunnel: bytes read from the client (nread > 0), or its EOF / error. */
 void sl_forward_tunnel_read(sl_client_t *c, ssize_t nread);
 
+/* The client is gone (EOF, reset, a failed write) or will not read
+ * (stalled writes) while its request is in progress: with
+ * --client-abort drain and a request the upstream has whole, the answer is
+ * read away while the slot stays held; otherwise the upstream connection is
+ * closed. Then the request ends as `outcome` and the connection closes. */
+void sl_forward_abandon(sl_client_t *c, sl_outcome_t outcome);
+
+/* A lingering connection ends: a request answered after its client
+ * half-closed is counted now, as delivered (the peer closed in turn, or the
+ * linger ran out) or as client_closed (the peer reset: it had gone). */
+void sl_forward_settle(sl_client_t *c, bool delivered);
+
 /* Timer handlers of the request's states (client.c's state table). */
-void sl_forward_queued_timer(sl_client_t *c);  /* QUEUED: queue_timeout */
+void sl_forward_queued_timer(sl_client_t *c);  /* QUEUED: queue_timeout, or the request's deadline */
+void sl_forward_queued_arm(sl_client_t *c);    /* QUEUED: the timer for it */
 void sl_forward_backoff_timer(sl_client_t *c); /* BACKOFF: the next attempt */
 void sl_forward_body_timer(sl_client_t *c);    /* LOCAL, WAIT, FORWARD: stalled writes, a stalled body */
-void sl_forward_tunnel_timer(sl_client_t *c);  /* TUNNEL: stalled writes */
+void sl_forward_tunnel_timer(sl_client_t *c);  /* TUNNEL: stalled writes, the slot given back, the queue */
+void sl_forward_tunnel_arm(sl_client_t *c);    /* TUNNEL: the timer for the above */
 
 #endif

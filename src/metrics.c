@@ -22,7 +22,8 @@
 
 const char *sl_reject_name(sl_reject_t why)
 {
-	static const char *const names[] = {"queue_full", "queue_timeout", "circuit_open"};
+	static const char *const names[SL_REJECT_COUNT] = {"queue_full", "queue_timeout", "circuit_open",
+	                                                   "tunnel_limit"};
 	return names[why];
 }
 
@@ -45,6 +46,16 @@ void sl_metrics_rejected(sl_metrics_t *m, sl_reject_t why, uint64_t now_ms)
 	}
 	BUMP(m->rejected_by[why], 1);
 	sl_metrics_end(m, SL_OUTCOME_REJECTED, 503, now_ms);
+}
+
+void sl_metrics_draining(sl_metrics_t *m, int n)
+{
+	BUMP(m->draining, (uint64_t)(int64_t)n);
+}
+
+void sl_metrics_tunnel_active(sl_metrics_t *m, int n)
+{
+	BUMP(m->tunnels_active, (uint64_t)(int64_t)n);
 }
 
 void sl_metrics_retry(sl_metrics_t *m)
@@ -140,6 +151,7 @@ void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t 
 		BUMP_OUTCOME(m->rejected);
 		BUMP(m->win_rejected[slot], 1);
 		break;
+	case SL_OUTCOME_CLIENT_CLOSED: BUMP_OUTCOME(m->client_closed); break; /* not the upstream's: no window */
 	}
 	if (status == 504 && outcome == SL_OUTCOME_FAILED)
 		BUMP(m->timeouts, 1);
@@ -166,9 +178,12 @@ void sl_metrics_add(const sl_metrics_t *m, sl_metrics_sum_t *sum, uint64_t now_m
 	sum->success += LOAD_OUTCOME(m->success);
 	sum->failed += LOAD_OUTCOME(m->failed);
 	sum->rejected += LOAD_OUTCOME(m->rejected);
+	sum->client_closed += LOAD_OUTCOME(m->client_closed);
 	sum->total += LOAD(m->total);
 	sum->timeouts += LOAD(m->timeouts);
 	sum->retries += LOAD(m->retries);
+	sum->draining += LOAD(m->draining);
+	sum->tunnels_active += LOAD(m->tunnels_active);
 	for (int i = 0; i < SL_REJECT_COUNT; i++)
 		sum->rejected_by[i] += LOAD(m->rejected_by[i]);
 	uint64_t sec = now_ms / 1000;

@@ -5,7 +5,9 @@
  * any thread sum all workers with relaxed loads and accept a view that may be
  * a few requests stale. Outcomes follow SPEC §8: every forwarded request ends
  * as exactly one of success (upstream status < 500), failed (an upstream 5xx,
- * sluice's own 502/504, or the client gone) or rejected (a 503 of §4).
+ * sluice's own 502/504, a stalled client), rejected (a 503 of §4) or
+ * client_closed (the client left before its answer ended: not the upstream's
+ * doing, so neither in the success rate nor in health).
  */
 #ifndef SL_METRICS_H
 #define SL_METRICS_H
@@ -29,10 +31,16 @@ typedef struct sl_recent_hist {
 	sl_hist_t slot[SL_RECENT_SLOTS];
 } sl_recent_hist_t;
 
-typedef enum { SL_OUTCOME_SUCCESS, SL_OUTCOME_FAILED, SL_OUTCOME_REJECTED } sl_outcome_t;
+typedef enum { SL_OUTCOME_SUCCESS, SL_OUTCOME_FAILED, SL_OUTCOME_REJECTED, SL_OUTCOME_CLIENT_CLOSED } sl_outcome_t;
 
 /* Why a request was rejected (SPEC §4), for outcome REJECTED. */
-typedef enum { SL_REJECT_QUEUE_FULL, SL_REJECT_QUEUE_TIMEOUT, SL_REJECT_CIRCUIT_OPEN, SL_REJECT_COUNT } sl_reject_t;
+typedef enum {
+	SL_REJECT_QUEUE_FULL,
+	SL_REJECT_QUEUE_TIMEOUT,
+	SL_REJECT_CIRCUIT_OPEN,
+	SL_REJECT_TUNNEL_LIMIT,
+	SL_REJECT_COUNT
+} sl_reject_t;
 
 const char *sl_reject_name(sl_reject_t why);
 
@@ -41,9 +49,12 @@ typedef struct sl_metrics {
 	uint64_t success;
 	uint64_t failed;
 	uint64_t rejected;
+	uint64_t client_closed;
 	uint64_t timeouts; /* answered 504 */
 	uint64_t retries;
 	uint64_t rejected_by[SL_REJECT_COUNT];
+	uint64_t draining;       /* gauge: abandoned requests whose answer is read away, holding their slot */
+	uint64_t tunnels_active; /* gauge: CONNECT tunnels holding a slot now */
 	/* one slot per second: which second it holds, and its outcomes */
 	uint64_t win_sec[SL_METRICS_WINDOW];
 	uint64_t win_ok[SL_METRICS_WINDOW];
@@ -56,8 +67,9 @@ typedef struct sl_metrics {
 } sl_metrics_t;
 
 typedef struct sl_metrics_sum {
-	uint64_t total, success, failed, rejected, timeouts, retries;
+	uint64_t total, success, failed, rejected, client_closed, timeouts, retries;
 	uint64_t rejected_by[SL_REJECT_COUNT];
+	uint64_t draining, tunnels_active;
 	uint64_t window_ok, window_fail, window_rejected; /* outcomes of the last 60 s */
 	sl_hist_t latency_us;
 	sl_hist_t queue_wait_us;
@@ -73,6 +85,9 @@ void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t 
 void sl_metrics_rejected(sl_metrics_t *m, sl_reject_t why, uint64_t now_ms);
 void sl_metrics_latency(sl_metrics_t *m, uint64_t us, uint64_t now_ms);
 void sl_metrics_retry(sl_metrics_t *m);
+/* Gauges (owner thread only): n is +1 or -1. */
+void sl_metrics_draining(sl_metrics_t *m, int n);
+void sl_metrics_tunnel_active(sl_metrics_t *m, int n);
 void sl_metrics_queue_wait(sl_metrics_t *m, uint64_t us, uint64_t now_ms);
 
 /* Prepares an empty sum (it holds four histograms: allocate it, ~140 KB). */

@@ -33,6 +33,8 @@ sl_snapshot_t *sl_snapshot_take(sl_server_t *s)
 	snap->breaker_opened_total = sl_breaker_opened_total(&s->breaker);
 	int conns = atomic_load_explicit(&s->connections, memory_order_relaxed);
 	snap->connections = conns > 0 ? (uint64_t)conns : 0;
+	int tunnels = atomic_load_explicit(&s->tunnels, memory_order_relaxed);
+	snap->tunnels_open = tunnels > 0 ? (uint64_t)tunnels : 0;
 	return snap;
 }
 
@@ -48,10 +50,12 @@ const char *sl_snapshot_status(const sl_snapshot_t *snap)
 
 double sl_snapshot_success_rate(const sl_snapshot_t *snap)
 {
-	/* SPEC §8. metrics.c reads the total last, so it covers the outcomes;
-	 * the clamps only guard that invariant. */
-	uint64_t total = snap->sum.total, rejected = snap->sum.rejected, success = snap->sum.success;
-	uint64_t forwarded = total > rejected ? total - rejected : 0;
+	/* SPEC §8: success / (total - rejected - client_closed). metrics.c
+	 * reads the total last, so it covers the outcomes; the clamps only guard
+	 * that invariant. */
+	uint64_t total = snap->sum.total, success = snap->sum.success;
+	uint64_t not_forwarded = snap->sum.rejected + snap->sum.client_closed;
+	uint64_t forwarded = total > not_forwarded ? total - not_forwarded : 0;
 	if (forwarded == 0)
 		return 1.0;
 	return success >= forwarded ? 1.0 : (double)success / (double)forwarded;
@@ -120,23 +124,25 @@ json_t *sl_report_json(const sl_snapshot_t *snap)
 	snprintf(target, sizeof target, "%s:%d", snap->cfg->target_host, snap->cfg->target_port);
 	json_object_set_new(config, "target", json_string(target));
 	json_t *root = json_pack(
-	    "{s:s, s:s, s:f, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}, s:f, s:f, s:o, s:o,"
-	    " s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, s:{s:s, s:I, s:I},"
-	    " s:{s:I}, s:{s:i, s:o, s:o}, s:o, s:o}",
+	    "{s:s, s:s, s:f, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}, s:f, s:f, s:o, s:o,"
+	    " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, s:{s:s, s:I, s:I},"
+	    " s:{s:I}, s:{s:I, s:I}, s:{s:i, s:o, s:o}, s:o, s:o}",
 	    "status", sl_snapshot_status(snap), "timestamp", ts, "uptime_seconds", round3(snap->uptime_s), "requests",
 	    "total", (json_int_t)m->total, "success", (json_int_t)m->success, "failed", (json_int_t)m->failed,
-	    "rejected", (json_int_t)m->rejected, "timeouts", (json_int_t)m->timeouts, "retries", (json_int_t)m->retries,
-	    "circuit_open_rejections", (json_int_t)m->rejected_by[SL_REJECT_CIRCUIT_OPEN], "rejected_by", rejected_by,
-	    "success_rate", sl_snapshot_success_rate(snap), "throughput_rps", round3(throughput_rps(snap)),
-	    "latency_ms", hist_ms_json(&m->latency_us), "queue_wait_ms", hist_ms_json(&m->queue_wait_us), "concurrency",
-	    "active", (json_int_t)snap->admit.active, "max", (json_int_t)snap->admit.limit, "queued",
+	    "rejected", (json_int_t)m->rejected, "client_closed", (json_int_t)m->client_closed, "timeouts",
+	    (json_int_t)m->timeouts, "retries", (json_int_t)m->retries, "circuit_open_rejections",
+	    (json_int_t)m->rejected_by[SL_REJECT_CIRCUIT_OPEN], "rejected_by", rejected_by, "success_rate",
+	    sl_snapshot_success_rate(snap), "throughput_rps", round3(throughput_rps(snap)), "latency_ms",
+	    hist_ms_json(&m->latency_us), "queue_wait_ms", hist_ms_json(&m->queue_wait_us), "concurrency", "active",
+	    (json_int_t)snap->admit.active, "max", (json_int_t)snap->admit.limit, "queued",
 	    (json_int_t)snap->admit.queued, "max_queue", (json_int_t)snap->admit.max_queue, "peak_active",
-	    (json_int_t)snap->admit.peak_active, "peak_queued", (json_int_t)snap->admit.peak_queued, "pool", "idle",
-	    (json_int_t)snap->pool_idle, "open", (json_int_t)snap->pool_open, "created", (json_int_t)snap->pool_created,
-	    "reused", (json_int_t)snap->pool_reused, "circuit_breaker", "state",
-	    sl_breaker_state_name(snap->breaker_state), "consecutive_failures", (json_int_t)snap->consecutive_failures,
-	    "opened_total", (json_int_t)snap->breaker_opened_total, "connections", "clients",
-	    (json_int_t)snap->connections, "recent", "window_seconds", SL_METRICS_WINDOW, "latency_ms",
+	    (json_int_t)snap->admit.peak_active, "peak_queued", (json_int_t)snap->admit.peak_queued, "draining",
+	    (json_int_t)m->draining, "pool", "idle", (json_int_t)snap->pool_idle, "open", (json_int_t)snap->pool_open,
+	    "created", (json_int_t)snap->pool_created, "reused", (json_int_t)snap->pool_reused, "circuit_breaker",
+	    "state", sl_breaker_state_name(snap->breaker_state), "consecutive_failures",
+	    (json_int_t)snap->consecutive_failures, "opened_total", (json_int_t)snap->breaker_opened_total,
+	    "connections", "clients", (json_int_t)snap->connections, "tunnels", "open", (json_int_t)snap->tunnels_open,
+	    "active", (json_int_t)m->tunnels_active, "recent", "window_seconds", SL_METRICS_WINDOW, "latency_ms",
 	    hist_ms_json(&m->recent_latency_us), "queue_wait_ms", hist_ms_json(&m->recent_queue_wait_us), "config",
 	    config, "metrics", legacy_json(snap));
 	json_object_set_new(root, "access_log",
@@ -192,6 +198,7 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 	do_sample(out, "sluice_requests_total", "outcome=\"success\"", (double)m->success);
 	do_sample(out, "sluice_requests_total", "outcome=\"failed\"", (double)m->failed);
 	do_sample(out, "sluice_requests_total", "outcome=\"rejected\"", (double)m->rejected);
+	do_sample(out, "sluice_requests_total", "outcome=\"client_closed\"", (double)m->client_closed);
 	do_family(out, "sluice_rejections_total", "counter",
 	          "Requests answered 503 without reaching the upstream, by reason.");
 	for (int i = 0; i < SL_REJECT_COUNT; i++) {
@@ -217,6 +224,12 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 	          (double)snap->admit.peak_active);
 	do_metric(out, "sluice_peak_queued_requests", "gauge", "Longest queue since start.",
 	          (double)snap->admit.peak_queued);
+	do_metric(out, "sluice_draining_requests", "gauge",
+	          "Requests whose client left, holding their slot until the upstream's answer ends.",
+	          (double)m->draining);
+	do_metric(out, "sluice_tunnels_open", "gauge", "CONNECT tunnels open.", (double)snap->tunnels_open);
+	do_metric(out, "sluice_tunnels_active", "gauge", "CONNECT tunnels holding an admission slot.",
+	          (double)m->tunnels_active);
 	do_metric(out, "sluice_pool_idle_connections", "gauge", "Idle upstream connections kept for reuse.",
 	          (double)snap->pool_idle);
 	do_metric(out, "sluice_pool_open_connections", "gauge", "Open upstream connections, idle or busy.",

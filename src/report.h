@@ -30,6 +30,7 @@ typedef struct sl_snapshot {
 	uint64_t breaker_opened_total;
 	uint64_t pool_idle, pool_open, pool_created, pool_reused;
 	uint64_t connections;        /* client connections held */
+	uint64_t tunnels_open;       /* CONNECT tunnels open (max_tunnels) */
 	uint64_t access_log_dropped; /* lines dropped (disk too slow) */
 } sl_snapshot_t;
 
@@ -40,7 +41,7 @@ sl_snapshot_t *sl_snapshot_take(sl_server_t *s);
  * "unhealthy" (breaker open). */
 const char *sl_snapshot_status(const sl_snapshot_t *snap);
 
-/* success / (total - rejected), 1 when nothing was forwarded yet. */
+/* success / (total - rejected - client_closed), 1 when nothing was forwarded yet. */
 double sl_snapshot_success_rate(const sl_snapshot_t *snap);
 
 json_t *sl_report_health(const sl_snapshot_t *snap);

@@ -69,6 +69,10 @@ sl_retry_verdict_t sl_retry_decide(const sl_config_t *cfg, const sl_attempt_t *a
 	 * repeat, and one that may have arrived only if its method allows. */
 	if (!a->body_replayable || !(never_delivered(a) || a->idempotent))
 		return v;
+	if (a->kind == SL_UP_READ_TIMEOUT && !cfg->retry_on_timeout)
+		return v;
+	if (a->time_left_ms <= 0)
+		return v;
 	bool stale = a->reused && !a->request_sent && (a->kind == SL_UP_CLOSED || a->kind == SL_UP_WRITE);
 	if (stale && !a->stale_retry_used) {
 		v.action = SL_RETRY_NOW;
@@ -76,7 +80,10 @@ sl_retry_verdict_t sl_retry_decide(const sl_config_t *cfg, const sl_attempt_t *a
 	}
 	if (a->retries_done >= cfg->max_retries)
 		return v;
+	uint64_t delay = sl_retry_backoff_ms(cfg, a->retries_done, rand01);
+	if ((int64_t)delay >= a->time_left_ms)
+		return v; /* the next attempt could not even start in time */
 	v.action = SL_RETRY_BACKOFF;
-	v.delay_ms = sl_retry_backoff_ms(cfg, a->retries_done, rand01);
+	v.delay_ms = delay;
 	return v;
 }

@@ -16,6 +16,10 @@
  * requests.retries). A failure after the whole request went out is an
  * ordinary one, retried within max_retries if at all: the upstream may have
  * worked on it.
+ * A read timeout is not retried unless --retry-on-timeout: against an
+ * upstream that is already too slow, a second attempt doubles its load. No
+ * attempt starts, and no backoff waits, past the request's deadline
+ * (--request-timeout).
  */
 #ifndef SL_RETRY_H
 #define SL_RETRY_H
@@ -37,6 +41,7 @@ typedef struct sl_attempt {
 	bool body_replayable;  /* every request body byte consumed so far is still held */
 	bool stale_retry_used; /* the free stale-connection retry was taken */
 	int retries_done;      /* retries already made (backoff attempts) */
+	int64_t time_left_ms;  /* until the request's deadline; INT64_MAX without one */
 } sl_attempt_t;
 
 typedef enum {

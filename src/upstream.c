@@ -22,6 +22,8 @@
 #include "stat.h"
 #include "worker.h"
 
+#define SL_POOL_TRIM_IDLE_MS 1000 /* idle this long: not needed now (pool.h) */
+
 typedef enum { UP_RESOLVING, UP_CONNECTING, UP_ACTIVE, UP_IDLE, UP_CLOSING } up_state_t;
 
 struct sl_upconn {
@@ -53,11 +55,12 @@ struct sl_upconn {
 	uv_shutdown_t shutdown_req;
 	bool extra_bytes; /* bytes after the response: connection unusable */
 	bool tcp_open;
-	bool warming;        /* opened by sl_upstream_keep_warm, for the pool */
+	bool warming;        /* opened by sl_upstream_tend_pool, for the pool */
 	int addr_tries;      /* addresses of the target tried by this connect */
 	unsigned addr_first; /* sl_resolver_first(): where this connect started */
 	bool replacing;      /* the socket of a failed address is closing */
 	int error_status;    /* a 502/503/504 the owner declined, to retry */
+	uint64_t deadline;   /* loop ms by which the answer must have begun (0: none) */
 };
 
 static void do_fail(sl_upconn_t *up, sl_up_error_t kind, int uv_err);
@@ -120,9 +123,23 @@ static const sl_http1_callbacks_t response_callbacks = {on_resp_head, on_resp_bo
 static void on_timer(uv_timer_t *t);
 static bool do_try_next_address(sl_upconn_t *up);
 
+/* Whether the owner's deadline still applies: until the answer begins. */
+static bool deadline_applies(const sl_upconn_t *up)
+{
+	return up->deadline != 0 && !up->response_started && up->state != UP_IDLE;
+}
+
+/* Keeps the timer no later than the owner's deadline, whatever else it waits for. */
+static void do_cap_by_deadline(sl_upconn_t *up)
+{
+	if (deadline_applies(up))
+		sl_deadline_cap(&up->timer, sl_ms_left(uv_now(&up->w->loop), up->deadline, 0), on_timer);
+}
+
 static void do_arm(sl_upconn_t *up, uint64_t ms)
 {
 	sl_deadline_set(&up->timer, ms, on_timer);
+	do_cap_by_deadline(up);
 }
 
 /* Lazy timeout: the deadline moves with activity without touching the timer
@@ -141,6 +158,11 @@ static void on_timer(uv_timer_t *t)
 	if (up->has_pending) {
 		up->has_pending = false;
 		do_fail(up, up->pending.kind, up->pending.uv_err);
+		return;
+	}
+	if (deadline_applies(up) && sl_ms_left(now, up->deadline, 0) == 0) {
+		/* The request's own deadline (--request-timeout) came first. */
+		do_fail(up, up->state == UP_ACTIVE ? SL_UP_READ_TIMEOUT : SL_UP_CONNECT_TIMEOUT, UV_ETIMEDOUT);
 		return;
 	}
 	switch (up->state) {
@@ -177,6 +199,8 @@ static void on_timer(uv_timer_t *t)
 		break;
 	case UP_CLOSING: break;
 	}
+	if (up->state != UP_CLOSING)
+		do_cap_by_deadline(up);
 }
 
 /* ---- lifecycle ----------------------------------------------------------- */
@@ -501,15 +525,28 @@ sl_upconn_t *sl_upstream_acquire(sl_worker_t *w, const sl_upstream_events_t *ev,
 	up->state = UP_ACTIVE;
 	up->ev = ev;
 	up->owner = owner;
+	up->deadline = 0;
 	up->reused = true;
 	return up;
 }
 
-void sl_upstream_keep_warm(sl_worker_t *w, uint32_t target)
+void sl_upstream_tend_pool(sl_worker_t *w, uint32_t warm_target)
 {
 	if (w->draining)
 		return;
-	while (w->pool.nidle + w->warming < target && w->pool.nidle + w->warming < w->pool.max_idle) {
+	/* Over pool_maxsize in all: close this worker's connections that have
+	 * been idle a second (not needed now), oldest first. */
+	uint64_t now = uv_now(&w->loop);
+	while (sl_pool_excess(&w->pool) > 0) { /* read anew: another worker may be trimming too */
+		sl_list_t *link = sl_pool_oldest(&w->pool);
+		if (link == NULL)
+			break;
+		sl_upconn_t *up = sl_list_entry(link, sl_upconn_t, pool_link);
+		if (sl_ms_between(up->last_read, now) < SL_POOL_TRIM_IDLE_MS)
+			break;
+		do_close(up);
+	}
+	while (w->pool.nidle + w->warming < warm_target) {
 		sl_upconn_t *up = do_open(w, NULL, NULL);
 		up->warming = true;
 		w->warming++;
@@ -613,6 +650,22 @@ void sl_upstream_resume(sl_upconn_t *up)
 	int err = uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
 	if (err != 0)
 		do_fail_later(up, up->response_started ? SL_UP_TRUNCATED : SL_UP_CLOSED, err);
+}
+
+void sl_upstream_set_deadline(sl_upconn_t *up, uint64_t deadline_ms)
+{
+	up->deadline = deadline_ms; /* the timer takes it at the next phase (do_arm): a new connection's
+	                               first timer is its deferred connect, which must not be replaced */
+	if (up->state == UP_ACTIVE && !up->has_pending)
+		do_cap_by_deadline(up);
+}
+
+void sl_upstream_hand_over(sl_upconn_t *up, const sl_upstream_events_t *ev, void *owner)
+{
+	up->ev = ev;
+	up->owner = owner;
+	up->deadline = 0;
+	sl_upstream_resume(up);
 }
 
 void sl_upstream_abort(sl_upconn_t *up)

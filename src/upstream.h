@@ -111,13 +111,26 @@ void sl_upstream_request_done(sl_upconn_t *up);
 void sl_upstream_pause(sl_upconn_t *up);
 void sl_upstream_resume(sl_upconn_t *up);
 
+/* The answer must begin by deadline_ms (loop time; 0: no deadline): past
+ * it, the exchange fails as a connect timeout (still connecting) or a read
+ * timeout (waiting for the answer). Once the answer has begun, only
+ * read_timeout between reads applies (--request-timeout). */
+void sl_upstream_set_deadline(sl_upconn_t *up, uint64_t deadline_ms);
+
+/* Gives the exchange to another owner, which gets every event from now on
+ * (a drain taking over a request whose client left); reading resumes if the
+ * old owner had paused it, and the deadline no longer applies. */
+void sl_upstream_hand_over(sl_upconn_t *up, const sl_upstream_events_t *ev, void *owner);
+
 /* Forgets the owner and closes the connection (client gone, or the
  * exchange abandoned). No event follows. */
 void sl_upstream_abort(sl_upconn_t *up);
 
-/* Opens connections until `target` are idle in the pool or on their way
+/* Once a second: closes this worker's idle connections that the process
+ * keeps beyond pool_maxsize, if they have been idle a second (pool.h), and
+ * opens connections until `warm_target` are idle or on their way
  * (pool_connections: warm connections ready before the first request). */
-void sl_upstream_keep_warm(sl_worker_t *w, uint32_t target);
+void sl_upstream_tend_pool(sl_worker_t *w, uint32_t warm_target);
 
 /* Shutdown: close every idle pooled connection (all = every connection). */
 void sl_upstream_close_pool(sl_worker_t *w);

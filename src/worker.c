@@ -20,7 +20,7 @@
 #include "upstream.h"
 
 #define SL_RESOLVE_REFRESH_MS 30000
-#define SL_WARM_CHECK_MS 1000
+#define SL_POOL_TEND_MS 1000
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -38,7 +38,7 @@ static void do_close_loop_handles(sl_worker_t *w)
 		return;
 	w->closed = true;
 	sl_resolver_close(&w->resolver);
-	uv_close((uv_handle_t *)&w->warm_timer, NULL);
+	uv_close((uv_handle_t *)&w->pool_timer, NULL);
 	sl_admit_inbox_close(&w->admit_inbox);
 	sl_access_log_close(&w->access_log);
 	uv_close((uv_handle_t *)&w->wake, NULL);
@@ -69,10 +69,10 @@ static uint32_t share_of(int total, int i, int n)
 	return (uint32_t)(total / n + (i < total % n ? 1 : 0));
 }
 
-static void on_warm_timer(uv_timer_t *t)
+static void on_pool_timer(uv_timer_t *t)
 {
 	sl_worker_t *w = t->data;
-	sl_upstream_keep_warm(w, w->warm_target);
+	sl_upstream_tend_pool(w, w->warm_target);
 }
 
 /* SIGHUP published new settings: take them on this worker's thread. */
@@ -88,12 +88,8 @@ static void do_apply_config(sl_worker_t *w)
 		return;
 	w->cfg = cfg;
 	int n = w->server->nworkers;
-	w->pool.max_idle = share_of(cfg->pool_maxsize, w->id, n);
+	w->pool.max_idle = (uint32_t)cfg->pool_maxsize; /* the process's bound */
 	w->warm_target = share_of(cfg->pool_connections, w->id, n);
-	if (w->warm_target > 0 && !w->draining)
-		uv_timer_start(&w->warm_timer, on_warm_timer, 0, SL_WARM_CHECK_MS);
-	else
-		uv_timer_stop(&w->warm_timer);
 }
 
 static void on_wake(uv_async_t *a)
@@ -103,7 +99,7 @@ static void on_wake(uv_async_t *a)
 	int phase = atomic_load(&w->server->shutdown_phase);
 	if (phase >= 1 && !w->draining) {
 		w->draining = true;
-		uv_timer_stop(&w->warm_timer);
+		uv_timer_stop(&w->pool_timer);
 		do_close_listeners(w);
 		sl_upstream_close_pool(w);
 		sl_client_drain_all(w, false);
@@ -166,7 +162,7 @@ int sl_worker_prepare(sl_worker_t *w)
 	w->rng = uv_hrtime() ^ ((uint64_t)(w->id + 1) * UINT64_C(0x9E3779B97F4A7C15));
 	if (w->rng == 0)
 		w->rng = 1;
-	sl_pool_init(&w->pool, share_of(cfg->pool_maxsize, w->id, w->server->nworkers));
+	sl_pool_init(&w->pool, &w->server->pool_idle, (uint32_t)cfg->pool_maxsize);
 	w->warm_target = share_of(cfg->pool_connections, w->id, w->server->nworkers);
 	w->read_buf = sl_malloc(SL_READ_BUF_SIZE);
 	uv_async_init(&w->loop, &w->wake, on_wake);
@@ -179,10 +175,9 @@ int sl_worker_prepare(sl_worker_t *w)
 	else
 		snprintf(w->target_authority, sizeof w->target_authority, v6 ? "[%s]:%d" : "%s:%d", cfg->target_host,
 		         cfg->target_port);
-	uv_timer_init(&w->loop, &w->warm_timer);
-	w->warm_timer.data = w;
-	if (w->warm_target > 0)
-		uv_timer_start(&w->warm_timer, on_warm_timer, 0, SL_WARM_CHECK_MS);
+	uv_timer_init(&w->loop, &w->pool_timer);
+	w->pool_timer.data = w;
+	uv_timer_start(&w->pool_timer, on_pool_timer, 0, SL_POOL_TEND_MS);
 	if ((err = do_open_listener(w, &w->listener, w->listen_fd)) != 0)
 		return err;
 	w->has_listener = true;

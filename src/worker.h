@@ -54,7 +54,7 @@ typedef struct sl_worker {
 	uv_tcp_t listener, admin_listener;
 	bool has_listener, has_admin;
 	uv_async_t wake;              /* main -> worker: shutdown phases */
-	uv_timer_t warm_timer;        /* keeps pool_connections open */
+	uv_timer_t pool_timer;        /* once a second: trims the pool, keeps pool_connections open */
 	uint32_t warm_target;         /* this worker's share of pool_connections */
 	uint32_t warming;             /* warm connections still connecting */
 	sl_admit_inbox_t admit_inbox; /* slots handed to this worker's queued requests */
@@ -85,6 +85,8 @@ struct sl_server {
 	sl_worker_t *workers;
 	uint64_t start_ms;         /* uv_hrtime at start, in ms */
 	atomic_int connections;    /* client connections held, all workers */
+	atomic_uint pool_idle;     /* idle upstream connections, all workers (pool.h) */
+	atomic_int tunnels;        /* CONNECT tunnels open (or being opened), all workers */
 	sl_admit_t admit;          /* slots and queue, all workers */
 	sl_breaker_t breaker;      /* the circuit breaker, all workers */
 	atomic_int shutdown_phase; /* 0 running, 1 draining, 2 stopping */

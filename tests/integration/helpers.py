@@ -157,7 +157,7 @@ class HttpConn:
         r = Response(version, status, reason, headers, b"", "none", interim)
         te = r.header("transfer-encoding")
         cl = r.header("content-length")
-        if method == "HEAD" or status in (204, 304):
+        if method == "HEAD" or status in (204, 304) or (method == "CONNECT" and 200 <= status < 300):
             return r
         if te is not None:
             assert te.lower().strip().endswith("chunked"), "unexpected Transfer-Encoding %r" % te

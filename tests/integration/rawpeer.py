@@ -186,3 +186,102 @@ def exchange(port, data, methods, timeout=3.0, host="127.0.0.1"):
                 break
     answers, rest = parse_responses(bytes(got), methods, eof=closed)
     return answers, rest, closed, time.monotonic() - started
+
+
+class Working:
+    """A responder for RawUpstream that works `seconds` on each request and
+    keeps working when the client has gone (as Python and LLM servers do: a
+    closed connection is noticed only when the answer is written). It counts
+    the requests it is working on, and the most at once."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+        self.done = 0
+
+    def __call__(self, msg, conn):
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.now -= 1
+            self.done += 1
+        return ok_answer(msg, conn)
+
+
+class ConnectProxy:
+    """A forward proxy that understands only CONNECT host:port: it connects,
+    answers 200 and relays bytes both ways, passing a half-close on, until
+    both sides have closed. A parent proxy for sluice's tunnels that the tests
+    control (Squid is the real one elsewhere)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.connects = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                s, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    def _serve(self, s):
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head:
+                b = s.recv(4096)
+                if not b:
+                    return
+                head += b
+            line = head.split(b"\r\n", 1)[0].split(b" ")
+            if line[0] != b"CONNECT":
+                s.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
+            host, _, port = line[1].rpartition(b":")
+            d = socket.create_connection((host.decode(), int(port)))
+            with self.lock:
+                self.connects += 1
+            s.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            rest = head.split(b"\r\n\r\n", 1)[1]
+            if rest:
+                d.sendall(rest)
+            self._relay(s, d)
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+    @staticmethod
+    def _relay(a, b):
+        import select
+        open_ = {a: b, b: a}
+        while open_:
+            ready, _, _ = select.select(list(open_), [], [], 30)
+            if not ready:
+                break
+            for src in ready:
+                data = src.recv(65536)
+                dst = open_[src]
+                if data:
+                    dst.sendall(data)
+                else:
+                    del open_[src]
+                    try:
+                        dst.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+        b.close()
+
+    def close(self):
+        self.sock.close()

@@ -457,7 +457,8 @@ def test_counters_move_exactly_after_a_known_mix(start_upstream, start_sluice, t
                 "retries": 0, "circuit_open_rejections": 0}
     got = {k: req.get(k) for k in expected}
     assert got == expected, "sluice A requests: expected %r, got %r" % (expected, req)
-    assert req.get("rejected_by") == {"queue_full": R, "queue_timeout": 0, "circuit_open": 0}, req
+    assert req.get("rejected_by") == {"queue_full": R, "queue_timeout": 0, "circuit_open": 0, "tunnel_limit": 0}, req
+    assert req.get("client_closed") == 0, req
     assert approx(m["success_rate"], success / (total - R)), m["success_rate"]
     assert 0 < m["uptime_seconds"] < 120
     assert m["throughput_rps"] > 0
@@ -471,7 +472,8 @@ def test_counters_move_exactly_after_a_known_mix(start_upstream, start_sluice, t
     assert 1 <= qw.get("count", 1) <= forwarded, qw
     assert m["recent"]["latency_ms"] == lat and m["recent"]["queue_wait_ms"] == qw, m["recent"]
     conc = m["concurrency"]
-    assert conc == {"active": 0, "max": 1, "queued": 0, "max_queue": 1, "peak_active": 1, "peak_queued": 1}, conc
+    assert conc == {"active": 0, "max": 1, "queued": 0, "max_queue": 1, "peak_active": 1, "peak_queued": 1,
+                    "draining": 0}, conc
     pool = m["pool"]
     assert 1 <= pool["created"] <= forwarded, pool
     assert forwarded <= pool["created"] + pool["reused"] <= forwarded + 2, (
@@ -532,7 +534,7 @@ def test_counters_move_exactly_after_a_known_mix(start_upstream, start_sluice, t
                 "retries": 3, "circuit_open_rejections": C}
     got = {k: req.get(k) for k in expected}
     assert got == expected, "sluice B requests: expected %r, got %r" % (expected, req)
-    assert req.get("rejected_by") == {"queue_full": 0, "queue_timeout": 0, "circuit_open": C}, req
+    assert req.get("rejected_by") == {"queue_full": 0, "queue_timeout": 0, "circuit_open": C, "tunnel_limit": 0}, req
     assert approx(m["success_rate"], 1 / 3), m["success_rate"]
     cb = m["circuit_breaker"]
     assert cb == {"state": "open", "consecutive_failures": 2, "opened_total": 1}, cb

@@ -222,15 +222,20 @@ def test_connection_refused_is_retried_with_backoff_then_502(start_sluice):
 # --------------------------------------------------------------------------
 # timeouts
 
-def test_hang_times_out_per_attempt_then_504(start_upstream, start_sluice):
+@pytest.mark.parametrize("retry_on_timeout", [False, True])
+def test_hang_times_out_per_attempt_then_504(start_upstream, start_sluice, retry_on_timeout):
+    """A read timeout is retried only with --retry-on-timeout (issue 12): a
+    second attempt doubles the load on an upstream that is already slow."""
     up = start_upstream()
-    sl = start_sluice(up.port, read_timeout=0.3, max_retries=1, **FAST)
+    extra = {"retry_on_timeout": True} if retry_on_timeout else {}
+    sl = start_sluice(up.port, read_timeout=0.3, max_retries=1, **FAST, **extra)
     target = "/hang?fail=hang&key=%s" % key()
     r, dt = one(sl.port, "GET", target)
     assert r.status == 504, describe(r)
-    # two attempts of 0.3 s each, plus a backoff of at most 0.05 s
-    assert 0.55 <= dt < 0.65 + 1.0, "took %.3f s" % dt
-    assert len(deliveries(up, target)) == 2
+    attempts = 2 if retry_on_timeout else 1
+    # attempts of 0.3 s each, plus a backoff of at most 0.05 s
+    assert 0.3 * attempts - 0.05 <= dt < 0.3 * attempts + 0.05 + 1.0, "took %.3f s" % dt
+    assert len(deliveries(up, target)) == attempts
 
 
 # --------------------------------------------------------------------------

@@ -21,7 +21,11 @@ static sl_config_t cfg(void)
 
 static sl_attempt_t get_failed(sl_up_error_t kind)
 {
-	sl_attempt_t a = {.kind = kind, .request_written = true, .idempotent = true, .body_replayable = true};
+	sl_attempt_t a = {.kind = kind,
+	                  .request_written = true,
+	                  .idempotent = true,
+	                  .body_replayable = true,
+	                  .time_left_ms = INT64_MAX};
 	return a;
 }
 
@@ -41,6 +45,7 @@ static void test_idempotent_methods(void **state)
 static void test_get_retried_after_any_failure(void **state)
 {
 	sl_config_t c = cfg();
+	c.retry_on_timeout = true; /* read timeouts too (see below) */
 	sl_up_error_t kinds[] = {SL_UP_CONNECT,      SL_UP_CONNECT_TIMEOUT, SL_UP_WRITE,    SL_UP_CLOSED,
 	                         SL_UP_READ_TIMEOUT, SL_UP_BAD_RESPONSE,    SL_UP_TRUNCATED};
 	for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
@@ -130,6 +135,43 @@ static void test_close_after_the_request_went_out_is_not_stale(void **state)
 	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_NOW);
 }
 
+/* A read timeout is retried only with --retry-on-timeout; connect failures
+ * and timeouts still are (issue 12). */
+static void test_read_timeout_retried_only_when_asked(void **state)
+{
+	sl_config_t c = cfg();
+	sl_attempt_t a = get_failed(SL_UP_READ_TIMEOUT);
+	sl_retry_verdict_t v = sl_retry_decide(&c, &a, 0.5);
+	assert_int_equal(v.action, SL_RETRY_ANSWER);
+	assert_int_equal(v.status, 504);
+	c.retry_on_timeout = true;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_BACKOFF);
+	c.retry_on_timeout = false;
+	a.kind = SL_UP_CONNECT_TIMEOUT;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_BACKOFF);
+}
+
+/* No attempt and no backoff past the request's deadline. */
+static void test_no_retry_past_the_deadline(void **state)
+{
+	sl_config_t c = cfg();
+	c.retry_backoff_factor = 1.0;
+	sl_attempt_t a = get_failed(SL_UP_CONNECT);
+	a.time_left_ms = 0;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_ANSWER);
+	a.time_left_ms = 400; /* the backoff would be 500 ms */
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_ANSWER);
+	a.time_left_ms = 600;
+	sl_retry_verdict_t v = sl_retry_decide(&c, &a, 0.5);
+	assert_int_equal(v.action, SL_RETRY_BACKOFF);
+	assert_int_equal(v.delay_ms, 500);
+	a.kind = SL_UP_CLOSED; /* a stale connection, too, only in time */
+	a.reused = true;
+	a.request_written = false;
+	a.time_left_ms = -1;
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_ANSWER);
+}
+
 static void test_max_retries_and_statuses(void **state)
 {
 	sl_config_t c = cfg();
@@ -178,6 +220,8 @@ int main(void)
 	    cmocka_unit_test(test_never_after_response_bytes),
 	    cmocka_unit_test(test_unreplayable_body_never_retried),
 	    cmocka_unit_test(test_stale_connection_retry_is_free_once),
+	    cmocka_unit_test(test_read_timeout_retried_only_when_asked),
+	    cmocka_unit_test(test_no_retry_past_the_deadline),
 	    cmocka_unit_test(test_close_after_the_request_went_out_is_not_stale),
 	    cmocka_unit_test(test_max_retries_and_statuses),
 	    cmocka_unit_test(test_backoff_full_jitter_capped),
