@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <uv.h>
 
@@ -264,6 +265,110 @@ static const char *printable(const char *s, size_t n, char *buf, size_t len)
 	return buf;
 }
 
+/* Edit distance (insertions, deletions, substitutions, and swaps of two
+ * neighbours: Damerau's optimal string alignment) between a and b, where
+ * '_' and '-' are the same letter; at most 64 bytes each, more is "far". */
+static size_t edit_distance(const char *a, size_t la, const char *b)
+{
+	size_t lb = strlen(b);
+	if (la > 64 || lb > 64)
+		return SIZE_MAX;
+	size_t d[65][65];
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = i;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		for (size_t j = 1; j <= lb; j++) {
+			char x = a[i - 1] == '_' ? '-' : a[i - 1], y = b[j - 1] == '_' ? '-' : b[j - 1];
+			size_t best = d[i - 1][j - 1] + (x != y);
+			if (d[i - 1][j] + 1 < best)
+				best = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < best)
+				best = d[i][j - 1] + 1;
+			if (i > 1 && j > 1 && x == (b[j - 2] == '_' ? '-' : b[j - 2]) &&
+			    (a[i - 2] == '_' ? '-' : a[i - 2]) == y && d[i - 2][j - 2] + 1 < best)
+				best = d[i - 2][j - 2] + 1;
+			d[i][j] = best;
+		}
+	}
+	return d[la][lb];
+}
+
+/* The option a mistyped name most likely meant, or NULL: the nearest name or
+ * alias within a third of its length (at least 1, at most 3 edits), or the
+ * one it starts (a name cut short, as "--max-queue"). */
+static const opt_t *nearest_option(const char *typed, size_t len)
+{
+	const opt_t *best = NULL;
+	size_t best_d = SIZE_MAX;
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		const char *names[2] = {options[i].name, options[i].alias};
+		for (int k = 0; k < 2 && names[k]; k++) {
+			size_t d = edit_distance(typed, len, names[k]);
+			char head[65];
+			if (len >= 4 && len < strlen(names[k]) && len < sizeof head) {
+				snprintf(head, sizeof head, "%.*s", (int)len, names[k]);
+				if (edit_distance(typed, len, head) == 0 && d > 1)
+					d = 1; /* a name cut short: as near as one typo */
+			}
+			if (d < best_d) {
+				best_d = d;
+				best = &options[i];
+			}
+		}
+	}
+	size_t limit = len / 3 < 1 ? 1 : len / 3 > 3 ? 3 : len / 3;
+	return best_d <= limit ? best : NULL;
+}
+
+/* " (did you mean --x?)" for a mistyped flag, or " (see --help)". */
+static const char *suggest_flag(const char *typed, size_t len, char *buf, size_t buflen)
+{
+	const opt_t *o = nearest_option(typed, len);
+	if (o)
+		snprintf(buf, buflen, "; did you mean --%s?", o->name);
+	else
+		snprintf(buf, buflen, " (see --help)");
+	return buf;
+}
+
+/* The same for a key of the config file, spelled with '_'. */
+static const char *suggest_key(const char *typed, char *buf, size_t buflen)
+{
+	const opt_t *o = nearest_option(typed, strlen(typed));
+	if (!o || (o->flags & OPT_CLI_ONLY)) {
+		snprintf(buf, buflen, " (see --help; keys are the option names with '_' for '-')");
+		return buf;
+	}
+	int n = snprintf(buf, buflen, "; did you mean \"");
+	for (const char *p = o->name; *p && (size_t)n + 4 < buflen; p++)
+		buf[n++] = *p == '-' ? '_' : *p;
+	snprintf(buf + n, buflen - (size_t)n, "\"?");
+	return buf;
+}
+
+/* The line of text on which "key": appears first, or 0 if not found
+ * (jansson reports no positions for valid input). */
+static int line_of_key(const char *text, size_t len, const char *key)
+{
+	size_t klen = strlen(key);
+	int line = 1;
+	for (size_t i = 0; i < len; i++) {
+		if (text[i] == '\n')
+			line++;
+		else if (text[i] == '"' && i + klen + 1 < len && memcmp(text + i + 1, key, klen) == 0 &&
+		         text[i + 1 + klen] == '"') {
+			size_t j = i + klen + 2;
+			while (j < len && (text[j] == ' ' || text[j] == '\t' || text[j] == '\r' || text[j] == '\n'))
+				j++;
+			if (j < len && text[j] == ':')
+				return line;
+		}
+	}
+	return 0;
+}
+
 /* ---- storing one value: shared by defaults, argv and the file ---- */
 
 /* Each store_* returns 0, or -1 when the value is out of range; the caller
@@ -456,7 +561,7 @@ static void show_json(json_t *v, char *buf, size_t len)
 	free(text);
 }
 
-static int load_file(sl_config_t *cfg, const char *path, char *err, size_t errlen)
+static int load_file(sl_config_t *cfg, const char *path, bool *set, char *err, size_t errlen)
 {
 	free(cfg->config_file);
 	cfg->config_file = strdup(path);
@@ -468,10 +573,11 @@ static int load_file(sl_config_t *cfg, const char *path, char *err, size_t errle
 		return -1;
 	json_error_t jerr;
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-	free(text);
-	if (!root)
+	if (!root) {
+		free(text);
 		return fail(err, errlen, "config file %s: invalid JSON at line %d, column %d: %s", path, jerr.line,
 		            jerr.column, jerr.text);
+	}
 
 	int rc = 0;
 	const char *seen_key[N_OPTIONS] = {0};
@@ -485,9 +591,13 @@ static int load_file(sl_config_t *cfg, const char *path, char *err, size_t errle
 	{
 		const opt_t *o = find_by_key(key);
 		if (!o) {
-			char shown[64];
-			rc = fail(err, errlen, "config file %s: unknown key \"%s\"", path,
-			          printable(key, SIZE_MAX, shown, sizeof shown));
+			char shown[64], hint[96], where[32] = "";
+			int line = line_of_key(text, len, key);
+			if (line > 0)
+				snprintf(where, sizeof where, " at line %d", line);
+			rc = fail(err, errlen, "config file %s: unknown key \"%s\"%s%s", path,
+			          printable(key, SIZE_MAX, shown, sizeof shown), where,
+			          suggest_key(key, hint, sizeof hint));
 			goto done;
 		}
 		if (o->flags & OPT_CLI_ONLY) {
@@ -504,6 +614,7 @@ static int load_file(sl_config_t *cfg, const char *path, char *err, size_t errle
 			goto done;
 		}
 		seen_key[idx] = key;
+		set[idx] = true;
 		if (store_json(cfg, o, value) < 0) {
 			char want[96], got[64], flag[64];
 			snprintf(flag, sizeof flag, "%s", key);
@@ -518,6 +629,7 @@ static int load_file(sl_config_t *cfg, const char *path, char *err, size_t errle
 	}
 done:
 	json_decref(root);
+	free(text);
 	return rc;
 }
 
@@ -553,9 +665,12 @@ static int next_cli_arg(int argc, char **argv, int *i, cli_arg_t *a, char *err, 
 	if (eq)
 		a->spelled_len = (int)(eq - arg);
 	a->opt = find_by_flag(arg + 2, (size_t)a->spelled_len - 2);
-	if (!a->opt)
-		return fail(err, errlen, "unknown option %s (see --help)",
-		            printable(arg, (size_t)a->spelled_len, shown, sizeof shown));
+	if (!a->opt) {
+		char hint[96];
+		return fail(err, errlen, "unknown option %s%s",
+		            printable(arg, (size_t)a->spelled_len, shown, sizeof shown),
+		            suggest_flag(arg + 2, (size_t)a->spelled_len - 2, hint, sizeof hint));
+	}
 	if (!takes_value(a->opt)) {
 		if (eq)
 			return fail(err, errlen, "%.*s takes no value", a->spelled_len, arg);
@@ -604,12 +719,13 @@ static int scan_cli(int argc, char **argv, cli_scan_t *s, char *err, size_t errl
 	return rc;
 }
 
-static int apply_cli(sl_config_t *cfg, int argc, char **argv, char *err, size_t errlen)
+static int apply_cli(sl_config_t *cfg, int argc, char **argv, bool *set, char *err, size_t errlen)
 {
 	for (int i = 1; i < argc;) {
 		cli_arg_t a;
 		if (next_cli_arg(argc, argv, &i, &a, err, errlen) < 0)
 			return -1;
+		set[a.opt - options] = true;
 		switch (a.opt->type) {
 		case OPT_CONFIG: /* already read, before every other value */
 		case OPT_HELP:
@@ -628,12 +744,94 @@ static int apply_cli(sl_config_t *cfg, int argc, char **argv, char *err, size_t 
 	return 0;
 }
 
+/* The target as people write it: a host name or address, "host:port",
+ * "[v6]:port", or an http:// URL without a path. Rewrites target_host to the
+ * bare host and takes the port it names, which a --target-port given too must
+ * agree with (set_port: --target-port was given). */
+static int normalize_target(sl_config_t *cfg, bool set_port, char *err, size_t errlen)
+{
+	char *t = cfg->target_host, shown[64], *end;
+	const char *host = t, *port = NULL;
+	size_t host_len;
+	printable(t, SIZE_MAX, shown, sizeof shown);
+	char *scheme = strstr(t, "://");
+	if (scheme) {
+		if ((size_t)(scheme - t) != 4 || strncasecmp(t, "http", 4) != 0)
+			return fail(
+			    err, errlen,
+			    "--target-host \"%s\": sluice forwards plain HTTP, so the only scheme it takes is http://",
+			    shown);
+		host = scheme + 3;
+		char *slash = strchr(host, '/');
+		if (slash) {
+			if (slash[1] != '\0') {
+				char auth[64];
+				return fail(err, errlen,
+				            "--target-host \"%s\" has a path, but each request keeps its own path: use "
+				            "--target-host %s",
+				            shown, printable(host, (size_t)(slash - host), auth, sizeof auth));
+			}
+			*slash = '\0';
+		}
+	}
+	if (strpbrk(host, "/@?#") || host[0] == '\0')
+		return fail(err, errlen,
+		            "--target-host \"%s\" is not a host: give a name or address, \"host:port\" or "
+		            "\"http://host:port\"",
+		            shown);
+	if (host[0] == '[') { /* [v6] or [v6]:port */
+		const char *close = strchr(host, ']');
+		if (!close || (close[1] != '\0' && close[1] != ':'))
+			return fail(err, errlen,
+			            "--target-host \"%s\": an IPv6 address in brackets is [address] or [address]:port",
+			            shown);
+		port = close[1] == ':' ? close + 2 : NULL;
+		host_len = (size_t)(close - host - 1);
+		host++;
+	} else {
+		const char *colon = strchr(host, ':');
+		if (colon && !strchr(colon + 1, ':')) { /* one colon: host:port; more: a bare IPv6 address */
+			port = colon + 1;
+			host_len = (size_t)(colon - host);
+		} else {
+			host_len = strlen(host);
+		}
+	}
+	if (host_len == 0)
+		return fail(err, errlen, "--target-host \"%s\" names no host", shown);
+	if (port) {
+		errno = 0;
+		long p = strtol(port, &end, 10);
+		if (port[0] < '0' || port[0] > '9' || *end != '\0' || errno || p < 1 || p > 65535)
+			return fail(err, errlen,
+			            "--target-host \"%s\": the port after ':' must be a number between 1 and 65535",
+			            shown);
+		if (set_port && p != cfg->target_port)
+			return fail(err, errlen,
+			            "--target-host \"%s\" names port %ld but --target-port is %d: give the port once",
+			            shown, p, cfg->target_port);
+		cfg->target_port = (int)p;
+	} else if (scheme && !set_port) {
+		cfg->target_port = 80; /* http:// without a port means 80, as everywhere else */
+	}
+	if (host == t && host_len == strlen(t))
+		return 0;
+	memmove(t, host, host_len);
+	t[host_len] = '\0';
+	return 0;
+}
+
 /* The rules that involve more than one option, checked on the merged result
  * so it does not matter which layer set which half. */
-static int check_across(const sl_config_t *cfg, char *err, size_t errlen)
+static int check_across(sl_config_t *cfg, const bool *set, char *err, size_t errlen)
 {
 	if (!cfg->target_host)
 		return fail(err, errlen, "--target-host is required (the upstream to forward to)");
+	size_t port_row = 0;
+	while (options[port_row].offset != FIELD(target_port) || options[port_row].type != OPT_PORT)
+		port_row++;
+	if (normalize_target(cfg, set[port_row], err, errlen) < 0)
+		return -1;
 	if (cfg->pool_connections > cfg->pool_maxsize)
 		return fail(err, errlen, "--pool-connections (%d) must not exceed --pool-maxsize (%d)",
 		            cfg->pool_connections, cfg->pool_maxsize);
@@ -647,8 +845,9 @@ static int check_across(const sl_config_t *cfg, char *err, size_t errlen)
 static int build(sl_config_t *cfg, const char *file, int argc, char **argv, char *err, size_t errlen)
 {
 	memset(cfg, 0, sizeof *cfg);
-	if (apply_defaults(cfg, err, errlen) < 0 || (file && load_file(cfg, file, err, errlen) < 0) ||
-	    apply_cli(cfg, argc, argv, err, errlen) < 0 || check_across(cfg, err, errlen) < 0) {
+	bool set[N_OPTIONS] = {false}; /* given in the file or on the command line */
+	if (apply_defaults(cfg, err, errlen) < 0 || (file && load_file(cfg, file, set, err, errlen) < 0) ||
+	    apply_cli(cfg, argc, argv, set, err, errlen) < 0 || check_across(cfg, set, err, errlen) < 0) {
 		sl_config_dispose(cfg);
 		return -1;
 	}
@@ -740,10 +939,12 @@ static void print_effective(const sl_config_t *cfg)
 {
 	json_t *obj = sl_config_to_json(cfg);
 	char *text = obj ? json_dumps(obj, JSON_INDENT(2) | JSON_REAL_PRECISION(15)) : NULL;
-	printf("sluice: configuration OK\n%s\n", text ? text : "{}");
+	/* stdout holds the JSON alone, so `--check-config | jq` works */
+	printf("%s\n", text ? text : "{}");
 	free(text);
 	json_decref(obj);
 	fflush(stdout);
+	fputs("sluice: configuration OK\n", stderr);
 }
 
 /* ---- public interface ---- */

@@ -43,18 +43,24 @@ def write(tmp_path, text, name="sluice.json"):
 
 
 def check_config(*args):
-    """Runs --check-config; returns the effective settings it printed."""
+    """Runs --check-config; returns the effective settings it printed. stdout
+    is the JSON alone (so `| jq` works); the human line goes to stderr."""
     code, out, err = run(*args, "--check-config")
     assert code == 0, (code, out, err)
-    assert out.startswith(CHECK_OK), out
-    return json.loads(out[len(CHECK_OK):])
+    assert err == CHECK_OK, err
+    return json.loads(out)
 
 
 # ---- bad command lines ----
 
 @pytest.mark.parametrize("args, fragments", [
     ([], ["--target-host is required (the upstream to forward to)"]),
-    (["--target-host", "u", "--bogus"], ["unknown option --bogus"]),
+    (["--target-host", "u", "--bogus"], ["unknown option --bogus (see --help)"]),
+    (["--target-host", "u", "--max-concurent-requests", "3"],
+     ["unknown option --max-concurent-requests; did you mean --max-concurrent-requests?"]),
+    (["--target-host", "u", "--max-queue", "3"], ["did you mean --max-queue-size?"]),
+    (["--target-host", "u", "--raed-timeout=3"], ["unknown option --raed-timeout; did you mean --read-timeout?"]),
+    (["--target-host", "u", "--target-hots", "x"], ["did you mean --target-host?"]),
     (["--target-host", "u", "--bogus=3"], ["unknown option --bogus"]),
     (["--target-host", "u", "stray"], ['unexpected argument "stray"']),
     (["--target-host", "u", "--read-timeout"], ["--read-timeout needs a value"]),
@@ -90,7 +96,10 @@ def test_invalid_json_reports_line_and_column(tmp_path):
 
 @pytest.mark.parametrize("text, fragments", [
     ('["target_host"]', ["the top level must be a JSON object"]),
-    ('{"target_host": "u", "bogus_key": 1}', ['unknown key "bogus_key"']),
+    ('{"target_host": "u", "bogus_key": 1}', ['unknown key "bogus_key" at line 1 (see --help']),
+    ('{\n  "target_host": "u",\n  "max_concurent_requests": 5\n}',
+     ['unknown key "max_concurent_requests" at line 3; did you mean "max_concurrent_requests"?']),
+    ('{"target_host": "u",\n "pool_max_size": 5}', ['at line 2; did you mean "pool_maxsize"?']),
     ('{"target_host": "u", "config": "other.json"}', ['"config" can only be given on the command line']),
     ('{"target_host": "u", "workers": 1.5}', ["workers (--workers) must be an integer", "got 1.5"]),
     ('{"target_host": "u", "listen_port": "8080"}', ["--listen-port", 'got "8080"']),
@@ -180,3 +189,44 @@ def test_help_lists_every_option():
 def test_version():
     assert run("--version") == (0, "sluice 0.1.0\n", "")
     assert run("-V") == (0, "sluice 0.1.0\n", "")
+
+
+# ---- the target, as people write it ----
+
+@pytest.mark.parametrize("given, host, port", [
+    (["--target-host", "ssrf-proxy:8888"], "ssrf-proxy", 8888),
+    (["--target-host", "http://ssrf-proxy:8888"], "ssrf-proxy", 8888),
+    (["--target-host", "http://ssrf-proxy:8888/"], "ssrf-proxy", 8888),
+    (["--target-host", "HTTP://ssrf-proxy"], "ssrf-proxy", 80),
+    (["--target-host", "http://ssrf-proxy", "--target-port", "3128"], "ssrf-proxy", 3128),
+    (["--target-host", "x:3128", "--target-port", "3128"], "x", 3128),
+    (["--target-host", "[::1]:9000"], "::1", 9000),
+    (["--target-host", "[fd00::5]"], "fd00::5", 8000),
+    (["--target-host", "::1"], "::1", 8000),
+    (["--target-host", "10.0.0.7"], "10.0.0.7", 8000),
+])
+def test_target_forms_are_understood(given, host, port):
+    cfg = check_config(*given)
+    assert (cfg["target_host"], cfg["target_port"]) == (host, port)
+
+
+def test_target_url_in_the_config_file(tmp_path):
+    path = write(tmp_path, '{"target_host": "http://squid.internal:3128"}')
+    cfg = check_config("--config", path)
+    assert (cfg["target_host"], cfg["target_port"]) == ("squid.internal", 3128)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--target-host", "x:8888", "--target-port", "8000"],
+     ['--target-host "x:8888" names port 8888 but --target-port is 8000: give the port once']),
+    (["--target-host", "http://x:8888/v1/chat"], ["has a path", "use --target-host x:8888"]),
+    (["--target-host", "https://x"], ["only scheme it takes is http://"]),
+    (["--target-host", "ftp://x"], ["only scheme it takes is http://"]),
+    (["--target-host", "user@x"], ["is not a host"]),
+    (["--target-host", "x:"], ["port after ':' must be a number between 1 and 65535"]),
+    (["--target-host", "x:99999"], ["port after ':'"]),
+    (["--target-host", "[::1"], ["[address]:port"]),
+    (["--target-host", "http://"], ["is not a host"]),
+])
+def test_bad_target_exits_2_with_the_fix(args, fragments):
+    expect_refused(args, *fragments)
