@@ -125,6 +125,24 @@ void sl_access_log_init(sl_access_log_t *log, uv_loop_t *loop, uv_file fd)
 	log->timer.data = log;
 }
 
+/* Appends the target so that it cannot break the line's structure: '"',
+ * '\\' and bytes outside printable ASCII as \xHH (text, as nginx) or
+ * \u00HH (JSON, which must stay valid UTF-8). The parser lets no control
+ * byte through; this does not rely on it. */
+static void do_escape(sl_buf_t *b, const char *s, size_t n, bool json)
+{
+	size_t run = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
+			continue;
+		sl_buf_append(b, s + run, i - run);
+		sl_buf_printf(b, json ? "\\u%04x" : "\\x%02X", ch);
+		run = i + 1;
+	}
+	sl_buf_append(b, s + run, n - run);
+}
+
 void sl_access_log_write(sl_access_log_t *log, const sl_access_entry_t *e)
 {
 	if (log->fd < 0)
@@ -141,12 +159,30 @@ void sl_access_log_write(sl_access_log_t *log, const sl_access_entry_t *e)
 	sl_timestamp(when);
 	bool was_empty = log->pending.len == 0;
 	log->pending_lines++;
-	sl_buf_printf(&log->pending,
-	              "%s %s \"%s %.*s HTTP/1.%d\" %d %llu total_ms=%.1f queue_ms=%.1f upstream_ms=%.1f "
-	              "attempts=%d outcome=%s\n",
-	              when, e->client_ip, e->method, (int)(e->target_len > 2048 ? 2048 : e->target_len), e->target,
-	              e->minor, e->status, (unsigned long long)e->bytes, e->total_ms, e->queue_ms, e->upstream_ms,
-	              e->attempts, e->outcome);
+	size_t target_len = e->target_len > 2048 ? 2048 : e->target_len;
+	if (log->format == SL_ACCESS_JSON) {
+		sl_buf_printf(&log->pending, "{\"time\":\"%s\",\"client\":\"%s\",\"method\":\"%s\",\"target\":\"", when,
+		              e->client_ip, e->method);
+		do_escape(&log->pending, e->target, target_len, true);
+		sl_buf_printf(&log->pending,
+		              "\",\"protocol\":\"HTTP/1.%d\",\"status\":%d,\"bytes\":%llu,\"total_ms\":%.1f,"
+		              "\"queue_ms\":%.1f,\"upstream_ms\":%.1f,\"attempts\":%d,\"outcome\":\"%s\",\"error\":",
+		              e->minor, e->status, (unsigned long long)e->bytes, e->total_ms, e->queue_ms,
+		              e->upstream_ms, e->attempts, e->outcome);
+		if (strcmp(e->error, "-") == 0)
+			sl_buf_printf(&log->pending, "null}\n");
+		else
+			sl_buf_printf(&log->pending, "\"%s\"}\n", e->error);
+	} else {
+		sl_buf_printf(&log->pending, "%s %s \"%s ", when, e->client_ip, e->method);
+		do_escape(&log->pending, e->target, target_len, false);
+		sl_buf_printf(
+		    &log->pending,
+		    " HTTP/1.%d\" %d %llu total_ms=%.1f queue_ms=%.1f upstream_ms=%.1f attempts=%d outcome=%s "
+		    "error=%s\n",
+		    e->minor, e->status, (unsigned long long)e->bytes, e->total_ms, e->queue_ms, e->upstream_ms,
+		    e->attempts, e->outcome, e->error);
+	}
 	if (log->pending.len >= FLUSH_BYTES)
 		do_flush(log);
 	else if (was_empty && !log->in_flight)

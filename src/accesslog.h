@@ -6,13 +6,23 @@
  * during a write go out as soon as it completes. If the disk cannot keep up
  * and 1 MiB is waiting, further lines are dropped and counted, rather than
  * growing memory or stalling requests; the lines of a write that fails are
- * counted the same way (a short write is completed). Line format (space separated,
- * key=value after the quoted request):
+ * counted the same way (a short write is completed). Text format (space
+ * separated, key=value after the quoted request):
  *
  *   2026-11-27T10:00:00.123Z 10.0.0.7 "GET /v1/chat HTTP/1.1" 200 5120
- *   total_ms=812.4 queue_ms=3.1 upstream_ms=809.0 attempts=1 outcome=success
+ *   total_ms=812.4 queue_ms=3.1 upstream_ms=809.0 attempts=1 outcome=success error=-
  *
- * (on one line). bytes is the response body size sent to the client.
+ * (on one line). bytes is the response body size sent to the client. In the
+ * request target, '"', '\' and bytes outside printable ASCII are written as
+ * \xHH, as nginx does, so a line always splits the same way. JSON format
+ * (--access-log-format json): one object per line with the same fields:
+ *
+ *   {"time":"2026-11-27T10:00:00.123Z","client":"10.0.0.7","method":"GET",
+ *    "target":"/v1/chat","protocol":"HTTP/1.1","status":200,"bytes":5120,
+ *    "total_ms":812.4,"queue_ms":3.1,"upstream_ms":809.0,"attempts":1,
+ *    "outcome":"success","error":null}
+ *
+ * where the target's bytes outside printable ASCII are \u00HH escapes.
  *
  * Log rotation: after the file is renamed, SIGUSR1 (or SIGHUP) makes the
  * main thread open the path anew and dup3() it onto the descriptor the
@@ -27,6 +37,7 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "config.h"
 
 typedef struct sl_access_entry {
 	const char *client_ip;
@@ -39,6 +50,7 @@ typedef struct sl_access_entry {
 	double total_ms, queue_ms, upstream_ms;
 	int attempts;
 	const char *outcome;
+	const char *error; /* sl_error_kind_name(): "-" when none */
 } sl_access_entry_t;
 
 typedef struct sl_access_log {
@@ -53,8 +65,9 @@ typedef struct sl_access_log {
 	uv_timer_t timer;
 	bool in_flight;
 	bool closing;
-	bool stalled;     /* dropping lines (said once per stall) */
-	uint64_t dropped; /* lines dropped or lost to a failed write (stat.h: read by any thread) */
+	bool stalled;              /* dropping lines (said once per stall) */
+	sl_access_format_t format; /* the worker sets it from the settings */
+	uint64_t dropped;          /* lines dropped or lost to a failed write (stat.h: read by any thread) */
 } sl_access_log_t;
 
 /* Opens PATH for appending ("-" is stdout). Returns the descriptor, or -1

@@ -66,7 +66,9 @@ void sl_admin_respond(sl_worker_t *w, const sl_http_msg_t *req, bool keep_alive,
 	}
 	sl_snapshot_t *snap = sl_snapshot_take(w->server);
 	if (health) {
-		do_json(200, sl_report_health(snap), head, keep_alive, NULL, out);
+		/* 503 while draining: a readiness probe takes the replica out of
+		 * rotation; liveness probes use a path that stays 200 */
+		do_json(snap->draining ? 503 : 200, sl_report_health(snap), head, keep_alive, NULL, out);
 	} else if (metrics) {
 		do_json(200, sl_report_json(snap), head, keep_alive, NULL, out);
 	} else {

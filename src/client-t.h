@@ -89,6 +89,7 @@ typedef struct sl_request {
 		bool stale_retry_used;   /* the free retry on a stale pooled connection */
 		bool outcome_pending;    /* answered to a half-closed client: counted when the linger ends */
 		uint8_t pending_outcome; /* sl_outcome_t, for then */
+		uint8_t error;           /* sl_error_kind_t: why it ended badly, for the access log */
 		uint64_t deadline;       /* loop ms by which the answer's head must be out (0: none) */
 		uint64_t tunnel_last;    /* tunnel: loop ms of the last byte either way */
 	} r;

@@ -425,8 +425,10 @@ static void do_parse_error(sl_client_t *c)
 		sl_client_respond_error(c, status, q->parser.error, true);
 	if (c->state == CL_HEAD || c->state == CL_DISCARD || c->state == CL_LOCAL)
 		sl_client_linger(c); /* nothing was counted, or it ended already */
-	else                         /* the upstream has part of a request: it must never see it end */
+	else {                       /* the upstream has part of a request: it must never see it end */
+		q->r.error = SL_EK_BAD_REQUEST;
 		sl_forward_end(c, SL_OUTCOME_FAILED, 0, q->r.response_started ? SL_END_CUT : SL_END_ANSWERED);
+	}
 }
 
 static bool in_body(const sl_client_t *c)
@@ -588,7 +590,7 @@ void sl_client_update_reading(sl_client_t *c)
 static void do_next_request(sl_client_t *c)
 {
 	sl_request_t *q = c->req;
-	if (!q->r.keep_alive || c->w->draining || (c->eof && c->in_len == c->in_off)) {
+	if (!q->r.keep_alive || (c->w->draining && !c->admin_listener) || (c->eof && c->in_len == c->in_off)) {
 		sl_client_linger(c);
 		return;
 	}
@@ -642,11 +644,10 @@ static void on_closed(uv_handle_t *h)
 {
 	sl_client_t *c = h->data;
 	sl_worker_t *w = c->w;
+	bool admin = c->admin_listener;
 	do_put_request(c);
 	free(c);
-	w->nclients--;
-	atomic_fetch_sub_explicit(&w->server->connections, 1, memory_order_relaxed);
-	sl_worker_maybe_finish(w);
+	sl_worker_connection_closed(w, admin);
 }
 
 /* The socket is closed (its pending writes and shutdown have had their
@@ -663,6 +664,8 @@ static void do_close_now(sl_client_t *c)
 	if (c->state == CL_CLOSED)
 		return;
 	if (c->req && !c->req->r.ended && (c->req->r.counted || c->req->r.has_slot || c->state == CL_QUEUED)) {
+		if (c->w->stopping)
+			c->req->r.error = SL_EK_SHUTDOWN;
 		sl_forward_end(c, SL_OUTCOME_FAILED, 0, SL_END_CLOSING);
 		if (c->state == CL_CLOSED)
 			return;
@@ -732,9 +735,11 @@ void sl_client_accept(sl_worker_t *w, uv_stream_t *listener, bool admin)
 	c->admin_listener = admin;
 	c->state = CL_HEAD;
 	sl_list_insert_tail(&w->clients, &c->link);
-	w->nclients++;
-	int held = atomic_fetch_add_explicit(&w->server->connections, 1, memory_order_relaxed);
-	if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || held >= w->cfg->max_connections) {
+	if (admin)
+		w->nadmin++;
+	else
+		w->nclients++;
+	if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
 		do_close_now(c);
 		return;
 	}
@@ -747,12 +752,14 @@ void sl_client_accept(sl_worker_t *w, uv_stream_t *listener, bool admin)
 	sl_client_update_reading(c);
 }
 
-void sl_client_drain_all(sl_worker_t *w, bool force)
+void sl_client_drain_all(sl_worker_t *w, bool force, bool admin)
 {
 	sl_list_t *pos, *tmp;
 	sl_list_foreach_safe(pos, tmp, &w->clients)
 	{
 		sl_client_t *c = sl_list_entry(pos, sl_client_t, link);
+		if (c->admin_listener && !admin)
+			continue;
 		if (force || (c->state == CL_HEAD && is_idle(c)))
 			do_close_now(c);
 		else if (c->req)

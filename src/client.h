@@ -14,13 +14,17 @@
 
 #include "client-t.h"
 
-/* Accepts one connection from a listener. admin: the listener is the admin
- * port, where every path is a /proxy-* endpoint. */
+/* Accepts the connection waiting on a listener; the caller has counted it
+ * (server->connections or ->admin_connections: worker.c decides whether
+ * there is room). admin: the listener is the admin port, where every path
+ * is a /proxy-* endpoint. */
 void sl_client_accept(sl_worker_t *w, uv_stream_t *listener, bool admin);
 
 /* Shutdown: close idle keep-alive connections and make busy ones close after
- * their current answer (force: close every connection now). */
-void sl_client_drain_all(sl_worker_t *w, bool force);
+ * their current answer (force: close every connection now). Admin-port
+ * connections are left alone unless admin: the endpoints answer through the
+ * drain, until the process exits. */
+void sl_client_drain_all(sl_worker_t *w, bool force, bool admin);
 
 /* Frees the worker's spare request structs (the loop has ended). */
 void sl_client_free_requests(sl_worker_t *w);

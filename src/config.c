@@ -72,6 +72,7 @@ typedef struct {
 
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const abort_names[] = {"drain", "cancel", NULL};
+static const char *const access_format_names[] = {"text", "json", NULL};
 
 /* Durations that may be 0 are those where 0 means "do not wait" rather than
  * "fail at once": backoffs and the shutdown drain; or "none": the request
@@ -148,10 +149,15 @@ static const opt_t options[] = {
 	 "event-loop threads"},
 	{"admin-port", NULL, 0, OPT_PORT, OPT_OPTIONAL, FIELD(admin_port), 1, 65535, NULL, "PORT",
 	 "serve the /proxy-* endpoints on this port only (then the main port forwards every path)"},
+	{"reuse-port", NULL, 0, OPT_BOOL, 0, FIELD(reuse_port), 0, 0, NULL, NULL,
+	 "let another process share the listen port (zero-downtime restarts); without it a port in use "
+	 "stops the start"},
 	{"shutdown-timeout", NULL, 0, OPT_SECONDS, 0, FIELD(shutdown_timeout), 0, DAY, "30", "SEC",
 	 "on SIGTERM/SIGINT: stop accepting, drain in-flight requests up to this long, exit 0"},
 	{"access-log", NULL, 0, OPT_STRING, OPT_OPTIONAL, FIELD(access_log), 0, 0, NULL, "PATH",
 	 "one line per request ('-' for stdout)"},
+	{"access-log-format", NULL, 0, OPT_CHOICE, 0, FIELD(access_log_format), 0, 0, "text", "text|json",
+	 "access log line format: text, or one JSON object per line", access_format_names},
 	{"log-level", NULL, 0, OPT_CHOICE, 0, FIELD(log_level), 0, 0, "info", "LEVEL",
 	 "error, warn, info or debug", level_names},
 	{"check-config", NULL, 0, OPT_FLAG, OPT_CLI_ONLY, FIELD(check_config), 0, 0, NULL, NULL,

@@ -26,6 +26,9 @@ typedef enum {
 	SL_ABORT_CANCEL /* close the upstream connection and release the slot at once */
 } sl_abort_t;
 
+/* --access-log-format */
+typedef enum { SL_ACCESS_TEXT, SL_ACCESS_JSON } sl_access_format_t;
+
 typedef struct sl_config {
 	char *config_file; /* --config, NULL if none */
 	char *listen_host;
@@ -57,10 +60,12 @@ typedef struct sl_config {
 	int64_t max_header_size;
 	int64_t max_body_size; /* 0 = no limit */
 	int max_connections;
-	int workers;    /* default: online CPUs */
-	int admin_port; /* 0 = none: /proxy-* served on the main port */
+	int workers;     /* default: online CPUs */
+	int admin_port;  /* 0 = none: /proxy-* served on the main port */
+	bool reuse_port; /* share listen_port with another process on purpose */
 	double shutdown_timeout;
 	char *access_log; /* NULL = none, "-" = stdout */
+	sl_access_format_t access_log_format;
 	sl_log_level_t log_level;
 	bool check_config;
 } sl_config_t;

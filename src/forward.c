@@ -143,6 +143,7 @@ static void do_log(sl_client_t *c, const char *outcome)
 	    .upstream_ms = q->r.upstream_ns ? (double)(now - q->r.upstream_ns) / 1e6 : 0,
 	    .attempts = q->r.attempts,
 	    .outcome = outcome,
+	    .error = sl_error_kind_name((sl_error_kind_t)q->r.error),
 	};
 	sl_access_log_write(&c->w->access_log, &e);
 }
@@ -158,12 +159,17 @@ static void do_count(sl_client_t *c, sl_outcome_t outcome, sl_reject_t why)
 	q->r.counted = false;
 	uint64_t now = sl_client_now(c);
 	if (outcome == SL_OUTCOME_REJECTED) {
+		q->r.error = (uint8_t)(SL_EK_QUEUE_FULL + why);
 		sl_metrics_rejected(&c->w->metrics, why, now);
 		do_log(c, sl_reject_name(why));
 		return;
 	}
-	if (outcome == SL_OUTCOME_CLIENT_CLOSED)
+	if (outcome == SL_OUTCOME_CLIENT_CLOSED) {
 		q->r.status = 499; /* the access log's word for it, as nginx's */
+		q->r.error = SL_EK_CLIENT_CLOSED;
+	} else if (outcome == SL_OUTCOME_SUCCESS) {
+		q->r.error = SL_EK_NONE; /* an earlier attempt's failure was rescued */
+	}
 	sl_metrics_end(&c->w->metrics, outcome, q->r.status, now);
 	do_log(c, outcome_names[outcome]);
 	uint64_t us = (uv_hrtime() - q->r.started_ns) / 1000;
@@ -551,7 +557,7 @@ void sl_forward_head(sl_client_t *c)
 {
 	sl_request_t *q = c->req;
 	const sl_http_msg_t *req = &q->parser.msg;
-	q->r.keep_alive = req->keep_alive && !c->w->draining;
+	q->r.keep_alive = req->keep_alive && (!c->w->draining || c->admin_listener); /* scrapes go on */
 	q->r.started_ns = uv_hrtime();
 	q->replay.len = 0;
 	if (is_admin_path(c)) {
@@ -816,6 +822,57 @@ static void on_up_done(void *owner)
 	sl_forward_end(c, q->r.status < 500 ? SL_OUTCOME_SUCCESS : SL_OUTCOME_FAILED, 0, SL_END_ANSWERED);
 }
 
+/* The kind of an upstream attempt's failure, as the access log and the
+ * metrics name it. */
+static sl_error_kind_t kind_of(const sl_up_failure_t *f)
+{
+	switch (f->kind) {
+	case SL_UP_RESOLVE: return SL_EK_DNS;
+	case SL_UP_CONNECT: return f->uv_err == UV_ECONNREFUSED ? SL_EK_CONNECT_REFUSED : SL_EK_CONNECT;
+	case SL_UP_CONNECT_TIMEOUT: return SL_EK_CONNECT_TIMEOUT;
+	case SL_UP_WRITE:
+		return f->uv_err == UV_ECONNRESET || f->uv_err == UV_EPIPE ? SL_EK_UPSTREAM_RESET
+		                                                           : SL_EK_UPSTREAM_WRITE;
+	case SL_UP_WRITE_TIMEOUT: return SL_EK_UPSTREAM_WRITE_TIMEOUT;
+	case SL_UP_CLOSED: return f->uv_err == UV_ECONNRESET ? SL_EK_UPSTREAM_RESET : SL_EK_UPSTREAM_CLOSED;
+	case SL_UP_READ_TIMEOUT: return SL_EK_READ_TIMEOUT;
+	case SL_UP_BAD_RESPONSE: return SL_EK_BAD_RESPONSE;
+	case SL_UP_TRUNCATED: return SL_EK_TRUNCATED;
+	case SL_UP_ERROR_STATUS: return SL_EK_UPSTREAM_STATUS;
+	}
+	return SL_EK_BAD_RESPONSE;
+}
+
+/* One warn line per kind per second, process-wide, however many requests
+ * fail the same way: an upstream that refuses 5,000 requests a second must
+ * not turn stderr into the bottleneck. */
+static sl_log_limit_t upstream_log_limit[SL_EK_UPSTREAM_COUNT];
+
+/* Says at warn what failed, where, for which request, and what follows. */
+static void do_log_failure(sl_client_t *c, const sl_up_failure_t *f, sl_error_kind_t kind, sl_retry_action_t next)
+{
+	sl_request_t *q = c->req;
+	uint64_t held_back = 0;
+	if (sl_log_level < SL_LOG_WARN ||
+	    !sl_log_limit_pass(&upstream_log_limit[kind - SL_EK_DNS], sl_client_now(c), &held_back))
+		return;
+	char where[SL_ADDR_STRLEN], detail[48] = "", more[64] = "";
+	if (f->kind == SL_UP_ERROR_STATUS)
+		snprintf(detail, sizeof detail, " (status %d)", f->status);
+	else if (f->uv_err && f->uv_err != UV_EOF)
+		snprintf(detail, sizeof detail, " (%s)", uv_strerror(f->uv_err));
+	if (held_back)
+		snprintf(more, sizeof more, "; %llu more like it since the last such line",
+		         (unsigned long long)held_back);
+	size_t target_len;
+	const char *target = sl_http_msg_target(&q->parser.msg, &target_len);
+	sl_warn("upstream %s%s at %s: %s %.*s%s from %s, attempt %d, %s%s", sl_error_kind_name(kind), detail,
+	        f->addr ? sl_addr_format(f->addr, where) : c->w->target_authority,
+	        sl_http_method_name(q->parser.msg.method), (int)(target_len > 200 ? 200 : target_len), target,
+	        target_len > 200 ? "..." : "", q->ip, q->r.attempts, next == SL_RETRY_ANSWER ? "answered" : "retrying",
+	        more);
+}
+
 /* The client end of the failure funnel: retry, or give the final answer. */
 static void on_up_error(void *owner, const sl_up_failure_t *f)
 {
@@ -831,10 +888,22 @@ static void on_up_error(void *owner, const sl_up_failure_t *f)
 		q->out.len = 0;
 		q->r.response_started = q->r.interim_sent;
 	}
-	sl_debug("upstream %s for %s (attempt %d): %s", sl_up_error_name(f->kind), q->ip, q->r.attempts,
-	         f->uv_err ? uv_strerror(f->uv_err) : "");
 	sl_attempt_t a = attempt_of(c, f);
 	sl_retry_verdict_t v = sl_retry_decide(cfg_of(c), &a, sl_worker_random(c->w));
+	sl_error_kind_t kind = kind_of(f);
+	if (c->state != CL_TUNNEL && v.action != SL_RETRY_NOW) {
+		/* Not a stale pooled connection (the upstream's idle close: routine)
+		 * nor a tunnel's end: a failure worth a line and a count. */
+		bool past_deadline = q->r.deadline && sl_ms_left(sl_client_now(c), q->r.deadline, 0) == 0;
+		q->r.error = (uint8_t)(f->kind == SL_UP_READ_TIMEOUT && past_deadline ? SL_EK_REQUEST_TIMEOUT : kind);
+		sl_metrics_upstream_failure(&c->w->metrics, kind);
+		do_log_failure(c, f, kind, v.action);
+	} else {
+		sl_debug("upstream %s for %s %s from %s (attempt %d): %s", sl_error_kind_name(kind),
+		         sl_http_method_name(q->parser.msg.method),
+		         c->state == CL_TUNNEL ? "tunnel" : "stale connection", q->ip, q->r.attempts,
+		         f->uv_err ? uv_strerror(f->uv_err) : "");
+	}
 	switch (v.action) {
 	case SL_RETRY_NOW: /* a stale pooled connection: free, not a retry */
 		q->r.stale_retry_used = true;
@@ -1046,10 +1115,12 @@ void sl_forward_body_timer(sl_client_t *c)
 	sl_request_t *q = c->req;
 	if (write_stalled(c)) {
 		sl_debug("client %s stalled reading the answer", q->ip);
+		q->r.error = SL_EK_CLIENT_STALLED;
 		sl_forward_abandon(c, SL_OUTCOME_FAILED);
 	} else if (!q->r.request_done && !q->a.up_backlogged && c->state != CL_WAIT &&
 	           sl_ms_left(sl_client_now(c), c->last_read, sl_config_ms(cfg_of(c)->client_idle_timeout)) == 0) {
 		/* The client stopped sending its body. */
+		q->r.error = SL_EK_CLIENT_TIMEOUT;
 		do_drop_upstream(c);
 		if (!q->r.response_started)
 			sl_client_respond_error(c, 408, "request body not received in time", true);
@@ -1072,6 +1143,7 @@ void sl_forward_tunnel_timer(sl_client_t *c)
 	const sl_config_t *cfg = cfg_of(c);
 	uint64_t now = sl_client_now(c), next = sl_config_ms(cfg->write_timeout);
 	if (write_stalled(c)) {
+		q->r.error = SL_EK_CLIENT_STALLED;
 		sl_forward_end(c, SL_OUTCOME_FAILED, 0, SL_END_CUT);
 		return;
 	}

@@ -52,3 +52,16 @@ void sl_log_write(sl_log_level_t level, const char *fmt, ...)
 	ssize_t r = write(STDERR_FILENO, line, (size_t)n);
 	(void)r;
 }
+
+bool sl_log_limit_pass(sl_log_limit_t *l, uint64_t now_ms, uint64_t *held_back)
+{
+	uint64_t sec = now_ms / 1000 + 1, last = __atomic_load_n(&l->second, __ATOMIC_RELAXED);
+	/* one thread wins each new second; the others count themselves held back */
+	if (last >= sec ||
+	    !__atomic_compare_exchange_n(&l->second, &last, sec, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+		__atomic_fetch_add(&l->held_back, 1, __ATOMIC_RELAXED);
+		return false;
+	}
+	*held_back = __atomic_exchange_n(&l->held_back, 0, __ATOMIC_RELAXED);
+	return true;
+}

@@ -3,6 +3,9 @@
 #ifndef SL_LOG_H
 #define SL_LOG_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "config.h"
 
 extern sl_log_level_t sl_log_level;
@@ -16,6 +19,19 @@ void sl_log_write(sl_log_level_t level, const char *fmt, ...) __attribute__((for
  * The date and time of day are formatted once per second per thread. Any
  * thread. */
 size_t sl_timestamp(char *out);
+
+/* A rate limit for one kind of line: at most one a second, process-wide,
+ * with a count of the lines held back. Zero-initialised. */
+typedef struct sl_log_limit {
+	uint64_t second;    /* the second (of now_ms / 1000) of the last line written, +1 (atomic) */
+	uint64_t held_back; /* lines held back since (atomic) */
+} sl_log_limit_t;
+
+/* Whether a line of this kind may be written at now_ms (a monotonic loop
+ * time; any thread): true for the first call in each second, with
+ * *held_back set to the lines held back since the last one; false (and the
+ * line counted as held back) otherwise. */
+bool sl_log_limit_pass(sl_log_limit_t *l, uint64_t now_ms, uint64_t *held_back);
 
 /* The level may change on SIGHUP while workers log: read it atomically. */
 #define sl_log(level, ...)                                                                 \

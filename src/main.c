@@ -208,6 +208,9 @@ int main(int argc, char **argv)
 	m.server.nworkers = cfg.workers;
 	m.server.workers = sl_calloc((size_t)cfg.workers, sizeof(sl_worker_t));
 	m.server.start_ms = uv_hrtime() / 1000000;
+	uv_timeval64_t tv;
+	if (uv_gettimeofday(&tv) == 0)
+		m.server.start_wall_s = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 	m.server.worker_exited = &m.worker_exited;
 	sl_admit_init(&m.server.admit, (uint32_t)cfg.max_concurrent_requests, (uint32_t)cfg.max_queue_size);
 	sl_breaker_init(&m.server.breaker, (uint32_t)cfg.circuit_breaker_threshold, cfg.circuit_breaker_timeout);

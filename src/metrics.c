@@ -27,6 +27,36 @@ const char *sl_reject_name(sl_reject_t why)
 	return names[why];
 }
 
+const char *sl_error_kind_name(sl_error_kind_t kind)
+{
+	static const char *const names[SL_EK_COUNT] = {
+	    "-",
+	    "dns_error",
+	    "connect_refused",
+	    "connect_error",
+	    "connect_timeout",
+	    "upstream_write_error",
+	    "upstream_write_timeout",
+	    "upstream_reset",
+	    "upstream_closed",
+	    "read_timeout",
+	    "bad_response",
+	    "truncated",
+	    "upstream_status",
+	    "request_timeout",
+	    "client_closed",
+	    "client_timeout",
+	    "client_stalled",
+	    "bad_request",
+	    "queue_full",
+	    "queue_timeout",
+	    "circuit_open",
+	    "tunnel_limit",
+	    "shutdown",
+	};
+	return names[kind];
+}
+
 void sl_metrics_init(sl_metrics_t *m)
 {
 	memset(m, 0, sizeof *m);
@@ -65,6 +95,12 @@ void sl_metrics_retry(sl_metrics_t *m)
 		return;
 	}
 	BUMP(m->retries, 1);
+}
+
+void sl_metrics_upstream_failure(sl_metrics_t *m, sl_error_kind_t kind)
+{
+	if (kind >= SL_EK_DNS && kind <= SL_EK_UPSTREAM_STATUS)
+		BUMP(m->upstream_failures[kind - SL_EK_DNS], 1);
 }
 
 /* Which 10 s period now is in, counted from 1 (an epoch of 0 is "unused"). */
@@ -155,6 +191,8 @@ void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t 
 	}
 	if (status == 504 && outcome == SL_OUTCOME_FAILED)
 		BUMP(m->timeouts, 1);
+	if (outcome != SL_OUTCOME_CLIENT_CLOSED && status >= 100 && status <= 599)
+		BUMP(m->by_class[status / 100 - 1], 1);
 }
 
 void sl_metrics_sum_init(sl_metrics_sum_t *sum)
@@ -186,6 +224,10 @@ void sl_metrics_add(const sl_metrics_t *m, sl_metrics_sum_t *sum, uint64_t now_m
 	sum->tunnels_active += LOAD(m->tunnels_active);
 	for (int i = 0; i < SL_REJECT_COUNT; i++)
 		sum->rejected_by[i] += LOAD(m->rejected_by[i]);
+	for (int i = 0; i < 5; i++)
+		sum->by_class[i] += LOAD(m->by_class[i]);
+	for (int i = 0; i < SL_EK_UPSTREAM_COUNT; i++)
+		sum->upstream_failures[i] += LOAD(m->upstream_failures[i]);
 	uint64_t sec = now_ms / 1000;
 	for (unsigned i = 0; i < SL_METRICS_WINDOW; i++) {
 		uint64_t s = LOAD(m->win_sec[i]);

@@ -44,6 +44,43 @@ typedef enum {
 
 const char *sl_reject_name(sl_reject_t why);
 
+/* Why a request ended badly: the access log's error= (as Envoy's response
+ * flags or HAProxy's termination state). The first SL_EK_UPSTREAM_COUNT
+ * kinds after NONE are one upstream attempt's failure, also counted per
+ * attempt in sluice_upstream_failures_total; the rest are sluice's or the
+ * client's. */
+typedef enum {
+	SL_EK_NONE,
+	SL_EK_DNS,             /* the target name did not resolve */
+	SL_EK_CONNECT_REFUSED, /* the target refused the connection */
+	SL_EK_CONNECT,         /* another connect error (unreachable, ...) */
+	SL_EK_CONNECT_TIMEOUT, /* connect_timeout passed */
+	SL_EK_UPSTREAM_WRITE,  /* writing the request failed */
+	SL_EK_UPSTREAM_WRITE_TIMEOUT,
+	SL_EK_UPSTREAM_RESET,  /* reset before any response byte */
+	SL_EK_UPSTREAM_CLOSED, /* closed before any response byte */
+	SL_EK_READ_TIMEOUT,    /* read_timeout passed waiting for the upstream */
+	SL_EK_BAD_RESPONSE,    /* the response did not parse, or broke the rules */
+	SL_EK_TRUNCATED,       /* the response ended early (closed, reset, timed out) */
+	SL_EK_UPSTREAM_STATUS, /* a 502/503/504 from the upstream */
+	SL_EK_REQUEST_TIMEOUT, /* --request-timeout passed */
+	SL_EK_CLIENT_CLOSED,   /* the client left first */
+	SL_EK_CLIENT_TIMEOUT,  /* the client stopped sending its body (408) */
+	SL_EK_CLIENT_STALLED,  /* the client stopped reading its answer */
+	SL_EK_BAD_REQUEST,     /* the request broke the rules after it was forwarded */
+	SL_EK_QUEUE_FULL,      /* the rejections, as their reason */
+	SL_EK_QUEUE_TIMEOUT,
+	SL_EK_CIRCUIT_OPEN,
+	SL_EK_TUNNEL_LIMIT,
+	SL_EK_SHUTDOWN, /* cut by the end of a shutdown */
+	SL_EK_COUNT
+} sl_error_kind_t;
+
+#define SL_EK_UPSTREAM_COUNT SL_EK_UPSTREAM_STATUS /* SL_EK_DNS .. SL_EK_UPSTREAM_STATUS */
+
+/* The kind's name ("upstream_reset"); "-" for NONE. */
+const char *sl_error_kind_name(sl_error_kind_t kind);
+
 typedef struct sl_metrics {
 	uint64_t total;
 	uint64_t success;
@@ -53,6 +90,8 @@ typedef struct sl_metrics {
 	uint64_t timeouts; /* answered 504 */
 	uint64_t retries;
 	uint64_t rejected_by[SL_REJECT_COUNT];
+	uint64_t by_class[5];                             /* final statuses sent to clients: 1xx (none) .. 5xx */
+	uint64_t upstream_failures[SL_EK_UPSTREAM_COUNT]; /* failed attempts, by kind - 1 */
 	uint64_t draining;       /* gauge: abandoned requests whose answer is read away, holding their slot */
 	uint64_t tunnels_active; /* gauge: CONNECT tunnels holding a slot now */
 	/* one slot per second: which second it holds, and its outcomes */
@@ -69,6 +108,8 @@ typedef struct sl_metrics {
 typedef struct sl_metrics_sum {
 	uint64_t total, success, failed, rejected, client_closed, timeouts, retries;
 	uint64_t rejected_by[SL_REJECT_COUNT];
+	uint64_t by_class[5];
+	uint64_t upstream_failures[SL_EK_UPSTREAM_COUNT];
 	uint64_t draining, tunnels_active;
 	uint64_t window_ok, window_fail, window_rejected; /* outcomes of the last 60 s */
 	sl_hist_t latency_us;
@@ -81,10 +122,14 @@ void sl_metrics_init(sl_metrics_t *m);
 
 /* A forwarded request starts / ends (owner thread only). */
 void sl_metrics_begin(sl_metrics_t *m);
+/* status: the final status sent (counted by class unless outcome is
+ * client_closed: nothing, or nothing whole, was sent). */
 void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t now_ms);
 void sl_metrics_rejected(sl_metrics_t *m, sl_reject_t why, uint64_t now_ms);
 void sl_metrics_latency(sl_metrics_t *m, uint64_t us, uint64_t now_ms);
 void sl_metrics_retry(sl_metrics_t *m);
+/* One upstream attempt failed this way (kind: SL_EK_DNS .. SL_EK_UPSTREAM_STATUS). */
+void sl_metrics_upstream_failure(sl_metrics_t *m, sl_error_kind_t kind);
 /* Gauges (owner thread only): n is +1 or -1. */
 void sl_metrics_draining(sl_metrics_t *m, int n);
 void sl_metrics_tunnel_active(sl_metrics_t *m, int n);

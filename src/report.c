@@ -1,15 +1,57 @@
 /* report.c — see report.h. */
 #include "report.h"
 
+#include <dirent.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "deadline.h"
 #include "log.h"
 #include "stat.h"
 #include "worker.h"
+
+/* Open descriptors: the entries of /proc/self/fd, less the one reading it. */
+static uint64_t count_open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return 0;
+	uint64_t n = 0;
+	for (struct dirent *e; (e = readdir(d)) != NULL;)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n > 0 ? n - 1 : 0;
+}
+
+/* What Prometheus' standard process collector reports, from libuv where it
+ * has it and /proc where it does not. */
+static void do_process_stats(const sl_server_t *s, sl_snapshot_t *snap)
+{
+	uv_rusage_t ru;
+	if (uv_getrusage(&ru) == 0)
+		snap->process.cpu_seconds = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+		                            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	size_t rss = 0;
+	if (uv_resident_set_memory(&rss) == 0)
+		snap->process.resident_bytes = rss;
+	FILE *f = fopen("/proc/self/statm", "r");
+	unsigned long long pages = 0;
+	if (f && fscanf(f, "%llu", &pages) == 1)
+		snap->process.virtual_bytes = pages * (uint64_t)sysconf(_SC_PAGESIZE);
+	if (f)
+		fclose(f);
+	snap->process.open_fds = count_open_fds();
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		snap->process.max_fds = rl.rlim_cur == RLIM_INFINITY ? 0 : (uint64_t)rl.rlim_cur;
+	snap->process.start_time_s = s->start_wall_s;
+}
 
 sl_snapshot_t *sl_snapshot_take(sl_server_t *s)
 {
@@ -35,11 +77,16 @@ sl_snapshot_t *sl_snapshot_take(sl_server_t *s)
 	snap->connections = conns > 0 ? (uint64_t)conns : 0;
 	int tunnels = atomic_load_explicit(&s->tunnels, memory_order_relaxed);
 	snap->tunnels_open = tunnels > 0 ? (uint64_t)tunnels : 0;
+	snap->limit_reached = atomic_load_explicit(&s->limit_reached, memory_order_relaxed);
+	snap->draining = atomic_load(&s->shutdown_phase) >= 1;
+	do_process_stats(s, snap);
 	return snap;
 }
 
 const char *sl_snapshot_status(const sl_snapshot_t *snap)
 {
+	if (snap->draining)
+		return "draining";
 	if (snap->breaker_state == SL_BREAKER_OPEN)
 		return "unhealthy";
 	uint64_t done = snap->sum.window_ok + snap->sum.window_fail;
@@ -145,6 +192,26 @@ json_t *sl_report_json(const sl_snapshot_t *snap)
 	    "active", (json_int_t)m->tunnels_active, "recent", "window_seconds", SL_METRICS_WINDOW, "latency_ms",
 	    hist_ms_json(&m->recent_latency_us), "queue_wait_ms", hist_ms_json(&m->recent_queue_wait_us), "config",
 	    config, "metrics", legacy_json(snap));
+	json_t *responses = json_object(), *failures = json_object();
+	for (int i = 0; i < 5; i++) {
+		char cls[4] = {(char)('1' + i), 'x', 'x', '\0'};
+		json_object_set_new(responses, cls, json_integer((json_int_t)m->by_class[i]));
+	}
+	for (int i = 0; i < SL_EK_UPSTREAM_COUNT; i++)
+		json_object_set_new(failures, sl_error_kind_name((sl_error_kind_t)(SL_EK_DNS + i)),
+		                    json_integer((json_int_t)m->upstream_failures[i]));
+	json_object_set_new(root, "version", json_string(SL_VERSION));
+	json_object_set_new(root, "responses", responses);
+	json_object_set_new(root, "upstream_failures", failures);
+	json_object_set_new(json_object_get(root, "connections"), "limit_reached",
+	                    json_integer((json_int_t)snap->limit_reached));
+	json_object_set_new(root, "process",
+	                    json_pack("{s:f, s:I, s:I, s:I, s:I, s:f}", "cpu_seconds",
+	                              round3(snap->process.cpu_seconds), "resident_memory_bytes",
+	                              (json_int_t)snap->process.resident_bytes, "virtual_memory_bytes",
+	                              (json_int_t)snap->process.virtual_bytes, "open_fds",
+	                              (json_int_t)snap->process.open_fds, "max_fds", (json_int_t)snap->process.max_fds,
+	                              "start_time_seconds", round3(snap->process.start_time_s)));
 	json_object_set_new(root, "access_log",
 	                    json_pack("{s:b, s:I}", "enabled", snap->cfg->access_log != NULL, "dropped_lines",
 	                              (json_int_t)snap->access_log_dropped));
@@ -158,12 +225,29 @@ static void do_family(sl_buf_t *out, const char *name, const char *type, const c
 	sl_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* The shortest text that reads back as the same double: counters as
+ * integers, 0.1 as "0.1" (not %.17g's 0.10000000000000001). */
+static const char *number(double v, char buf[32])
+{
+	if (v == floor(v) && fabs(v) < 9007199254740992.0) {
+		snprintf(buf, 32, "%.0f", v);
+		return buf;
+	}
+	for (int digits = 6; digits <= 17; digits++) {
+		snprintf(buf, 32, "%.*g", digits, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	return buf;
+}
+
 static void do_sample(sl_buf_t *out, const char *name, const char *labels, double value)
 {
+	char num[32];
 	if (labels && *labels)
-		sl_buf_printf(out, "%s{%s} %.17g\n", name, labels, value);
+		sl_buf_printf(out, "%s{%s} %s\n", name, labels, number(value, num));
 	else
-		sl_buf_printf(out, "%s %.17g\n", name, value);
+		sl_buf_printf(out, "%s %s\n", name, number(value, num));
 }
 
 static void do_metric(sl_buf_t *out, const char *name, const char *type, const char *help, double value)
@@ -186,7 +270,8 @@ static void do_histogram(sl_buf_t *out, const char *name, const char *help, cons
 		do_sample(out, bucket, label, (double)sl_hist_count_le(h, (uint64_t)llround(bounds[i] * 1e6)));
 	}
 	do_sample(out, bucket, "le=\"+Inf\"", (double)h->total);
-	sl_buf_printf(out, "%s_sum %.17g\n%s_count %llu\n", name, (double)h->sum / 1e6, name,
+	char num[32];
+	sl_buf_printf(out, "%s_sum %s\n%s_count %llu\n", name, number((double)h->sum / 1e6, num), name,
 	              (unsigned long long)h->total);
 }
 
@@ -205,6 +290,20 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 		char label[48];
 		snprintf(label, sizeof label, "reason=\"%s\"", sl_reject_name((sl_reject_t)i));
 		do_sample(out, "sluice_rejections_total", label, (double)m->rejected_by[i]);
+	}
+	do_family(out, "sluice_responses_total", "counter",
+	          "Final answers sent to clients for requests to forward, by status class.");
+	for (int i = 0; i < 5; i++) {
+		char label[16];
+		snprintf(label, sizeof label, "code=\"%dxx\"", i + 1);
+		do_sample(out, "sluice_responses_total", label, (double)m->by_class[i]);
+	}
+	do_family(out, "sluice_upstream_failures_total", "counter",
+	          "Upstream attempts that failed, by kind (a stale pooled connection replaced is not counted).");
+	for (int i = 0; i < SL_EK_UPSTREAM_COUNT; i++) {
+		char label[48];
+		snprintf(label, sizeof label, "kind=\"%s\"", sl_error_kind_name((sl_error_kind_t)(SL_EK_DNS + i)));
+		do_sample(out, "sluice_upstream_failures_total", label, (double)m->upstream_failures[i]);
 	}
 	do_metric(out, "sluice_timeouts_total", "counter", "Requests answered 504 Gateway Timeout.",
 	          (double)m->timeouts);
@@ -249,7 +348,24 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 	do_metric(out, "sluice_circuit_breaker_opened_total", "counter", "Times the breaker opened.",
 	          (double)snap->breaker_opened_total);
 	do_metric(out, "sluice_client_connections", "gauge", "Client connections held.", (double)snap->connections);
+	do_metric(out, "sluice_connection_limit_reached_total", "counter",
+	          "Times max_connections was reached and accepting paused.", (double)snap->limit_reached);
+	do_metric(out, "sluice_draining", "gauge", "1 after SIGTERM, while in-flight requests finish.",
+	          snap->draining ? 1 : 0);
 	do_metric(out, "sluice_access_log_dropped_lines_total", "counter",
 	          "Access log lines dropped because the disk did not keep up.", (double)snap->access_log_dropped);
 	do_metric(out, "sluice_uptime_seconds", "gauge", "Seconds since sluice started.", snap->uptime_s);
+	do_family(out, "sluice_build_info", "gauge", "Always 1; the version of this sluice as a label.");
+	sl_buf_printf(out, "sluice_build_info{version=\"%s\"} 1\n", SL_VERSION);
+	do_metric(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
+	          round(snap->process.cpu_seconds * 1000.0) / 1000.0);
+	do_metric(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+	          (double)snap->process.resident_bytes);
+	do_metric(out, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+	          (double)snap->process.virtual_bytes);
+	do_metric(out, "process_open_fds", "gauge", "Number of open file descriptors.", (double)snap->process.open_fds);
+	do_metric(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.",
+	          (double)snap->process.max_fds);
+	do_metric(out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.",
+	          round(snap->process.start_time_s * 1000.0) / 1000.0);
 }

@@ -32,13 +32,21 @@ typedef struct sl_snapshot {
 	uint64_t connections;        /* client connections held */
 	uint64_t tunnels_open;       /* CONNECT tunnels open (max_tunnels) */
 	uint64_t access_log_dropped; /* lines dropped (disk too slow) */
+	uint64_t limit_reached;      /* times max_connections was reached (episodes) */
+	bool draining;               /* SIGTERM came: finishing what is in flight */
+	struct {                     /* the process, as Prometheus' process collector reports it */
+		double cpu_seconds;  /* user + system */
+		double start_time_s; /* Unix time of the start */
+		uint64_t resident_bytes, virtual_bytes;
+		uint64_t open_fds, max_fds;
+	} process;
 } sl_snapshot_t;
 
 /* A new snapshot (heap: it holds two histograms); free() it. */
 sl_snapshot_t *sl_snapshot_take(sl_server_t *s);
 
-/* "healthy", "degraded" (under 80 % success in the last 60 s) or
- * "unhealthy" (breaker open). */
+/* "draining" (after SIGTERM), "unhealthy" (breaker open), "degraded"
+ * (under 80 % success in the last 60 s) or "healthy". */
 const char *sl_snapshot_status(const sl_snapshot_t *snap);
 
 /* success / (total - rejected - client_closed), 1 when nothing was forwarded yet. */

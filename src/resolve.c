@@ -139,3 +139,15 @@ void sl_resolver_close(sl_resolver_t *r)
 	free(r->host);
 	r->host = NULL;
 }
+
+const char *sl_addr_format(const struct sockaddr *sa, char *out)
+{
+	char ip[INET6_ADDRSTRLEN];
+	if (sa && sa->sa_family == AF_INET && uv_ip4_name((const struct sockaddr_in *)sa, ip, sizeof ip) == 0)
+		snprintf(out, SL_ADDR_STRLEN, "%s:%u", ip, ntohs(((const struct sockaddr_in *)sa)->sin_port));
+	else if (sa && sa->sa_family == AF_INET6 && uv_ip6_name((const struct sockaddr_in6 *)sa, ip, sizeof ip) == 0)
+		snprintf(out, SL_ADDR_STRLEN, "[%s]:%u", ip, ntohs(((const struct sockaddr_in6 *)sa)->sin6_port));
+	else
+		snprintf(out, SL_ADDR_STRLEN, "unknown");
+	return out;
+}

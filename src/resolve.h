@@ -73,4 +73,9 @@ void sl_resolver_refresh(sl_resolver_t *r);
 /* Stops timers and lookups; waiters get UV_ECANCELED. */
 void sl_resolver_close(sl_resolver_t *r);
 
+/* "1.2.3.4:80" or "[::1]:80" for an IPv4 or IPv6 address ("unknown" for
+ * anything else), into out (SL_ADDR_STRLEN bytes); returns out. */
+#define SL_ADDR_STRLEN (INET6_ADDRSTRLEN + 8)
+const char *sl_addr_format(const struct sockaddr *sa, char *out);
+
 #endif

@@ -61,6 +61,11 @@ struct sl_upconn {
 	bool replacing;      /* the socket of a failed address is closing */
 	int error_status;    /* a 502/503/504 the owner declined, to retry */
 	uint64_t deadline;   /* loop ms by which the answer must have begun (0: none) */
+	union {              /* the target address connected to (or tried last); family 0: none yet */
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} addr;
 };
 
 static void do_fail(sl_upconn_t *up, sl_up_error_t kind, int uv_err);
@@ -260,6 +265,7 @@ static void do_fail(sl_upconn_t *up, sl_up_error_t kind, int uv_err)
 	    .request_sent = up->request_done && kind != SL_UP_WRITE && up->tcp_open &&
 	                    uv_stream_get_write_queue_size((uv_stream_t *)&up->tcp) == 0,
 	    .status = up->error_status,
+	    .addr = up->addr.sa.sa_family ? &up->addr.sa : NULL,
 	};
 	if (kind == SL_UP_CONNECT || kind == SL_UP_CONNECT_TIMEOUT)
 		sl_resolver_refresh(&up->w->resolver);
@@ -440,7 +446,11 @@ static void on_connect(uv_connect_t *req, int status)
 	if (up->replacing)
 		return; /* the socket a connect timeout gave up on (UV_ECANCELED) */
 	if (status != 0) {
-		sl_debug("upstream connect failed: %s", uv_strerror(status));
+		if (sl_log_level >= SL_LOG_DEBUG) {
+			char where[SL_ADDR_STRLEN];
+			sl_debug("upstream connect to %s failed: %s", sl_addr_format(&up->addr.sa, where),
+			         uv_strerror(status));
+		}
 		/* a refusal is quick: the next address shares the deadline */
 		if (!do_try_next_address(up))
 			do_fail(up, SL_UP_CONNECT, status);
@@ -460,6 +470,7 @@ static void do_connect(sl_upconn_t *up)
 		do_fail(up, SL_UP_RESOLVE, err);
 		return;
 	}
+	memcpy(&up->addr, &addr, addr.ss_family == AF_INET6 ? sizeof up->addr.in6 : sizeof up->addr.in);
 	up->state = UP_CONNECTING;
 	err = uv_tcp_connect(&up->connect_req, &up->tcp, (struct sockaddr *)&addr, on_connect);
 	if (err != 0)

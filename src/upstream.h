@@ -49,6 +49,9 @@ typedef struct sl_up_failure {
 	bool request_written; /* some request byte may have reached the upstream */
 	bool request_sent;    /* the whole request was handed to the kernel */
 	int status;           /* for SL_UP_ERROR_STATUS */
+	/* The target address the connection used or tried last; NULL when none
+	 * was picked (resolve failures). Valid during the error event only. */
+	const struct sockaddr *addr;
 } sl_up_failure_t;
 
 const char *sl_up_error_name(sl_up_error_t kind);

@@ -1,10 +1,18 @@
 /* worker.c — see worker.h.
  *
  * Shutdown has two phases, driven by the main thread through w->wake:
- *   drain: close the listeners (new connections are refused), close idle
+ *   drain: close the main listener (new connections are refused), close idle
  *          keep-alive connections and pooled upstream connections, let every
- *          request in progress finish; the loop ends when nothing is left.
+ *          request in progress finish; a worker's loop ends when nothing is
+ *          left. The admin port (worker 0's) keeps answering until every
+ *          worker is done, so probes and scrapes see the drain.
  *   stop:  the shutdown timeout passed: close everything now.
+ *
+ * At max_connections a worker stops accepting instead of accepting and
+ * closing (HAProxy's maxconn): libuv stops polling a listener whose
+ * connection callback did not accept, so further connections wait in the
+ * kernel's backlog. A close anywhere wakes the paused workers; the admin
+ * port has its own small allowance outside the limit.
  */
 #include "worker.h"
 
@@ -21,6 +29,73 @@
 
 #define SL_RESOLVE_REFRESH_MS 30000
 #define SL_POOL_TEND_MS 1000
+#define SL_ADMIN_CONNECTIONS 64 /* admin-port connections, outside max_connections */
+
+/* Takes a place for one more connection, or false when there is none. */
+static bool do_reserve(atomic_int *count, int limit)
+{
+	if (atomic_fetch_add_explicit(count, 1, memory_order_relaxed) < limit)
+		return true;
+	atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
+	return false;
+}
+
+static void do_mark_limit(sl_worker_t *w)
+{
+	sl_server_t *s = w->server;
+	bool was = false;
+	if (atomic_compare_exchange_strong(&s->at_limit, &was, true)) {
+		atomic_fetch_add_explicit(&s->limit_reached, 1, memory_order_relaxed);
+		sl_warn("max_connections (%d) reached: new connections wait in the kernel's backlog until some close "
+		        "(the admin port has its own %d)",
+		        w->cfg->max_connections, SL_ADMIN_CONNECTIONS);
+	}
+}
+
+/* Accepts the connection waiting on listener if there is room; otherwise
+ * leaves it there, which pauses the listener (libuv) until
+ * do_resume_accept. */
+static void do_accept_or_pause(sl_worker_t *w, uv_tcp_t *listener)
+{
+	sl_server_t *s = w->server;
+	bool admin = listener == &w->admin_listener;
+	atomic_int *count = admin ? &s->admin_connections : &s->connections;
+	int limit = admin ? SL_ADMIN_CONNECTIONS : w->cfg->max_connections;
+	if (do_reserve(count, limit)) {
+		sl_client_accept(w, (uv_stream_t *)listener, admin);
+		return;
+	}
+	/* Paused first, then checked again: a close between the two sees the
+	 * flag and wakes us, so no wake-up is lost. */
+	bool *paused = admin ? &w->admin_paused : &w->accept_paused;
+	*paused = true;
+	atomic_fetch_add_explicit(&s->paused_listeners, 1, memory_order_seq_cst);
+	if (do_reserve(count, limit)) {
+		*paused = false;
+		atomic_fetch_sub_explicit(&s->paused_listeners, 1, memory_order_relaxed);
+		sl_client_accept(w, (uv_stream_t *)listener, admin);
+		return;
+	}
+	if (!admin)
+		do_mark_limit(w);
+}
+
+/* A paused listener whose connection still waits: accept it now if a place
+ * came free. */
+static void do_resume_accept(sl_worker_t *w)
+{
+	sl_server_t *s = w->server;
+	if (w->accept_paused && w->has_listener && do_reserve(&s->connections, w->cfg->max_connections)) {
+		w->accept_paused = false;
+		atomic_fetch_sub_explicit(&s->paused_listeners, 1, memory_order_relaxed);
+		sl_client_accept(w, (uv_stream_t *)&w->listener, false);
+	}
+	if (w->admin_paused && w->has_admin && do_reserve(&s->admin_connections, SL_ADMIN_CONNECTIONS)) {
+		w->admin_paused = false;
+		atomic_fetch_sub_explicit(&s->paused_listeners, 1, memory_order_relaxed);
+		sl_client_accept(w, (uv_stream_t *)&w->admin_listener, true);
+	}
+}
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -29,7 +104,35 @@ static void on_connection(uv_stream_t *listener, int status)
 		sl_warn("accept failed: %s", uv_strerror(status));
 		return;
 	}
-	sl_client_accept(w, listener, listener == (uv_stream_t *)&w->admin_listener);
+	do_accept_or_pause(w, (uv_tcp_t *)listener);
+}
+
+void sl_worker_connection_closed(sl_worker_t *w, bool admin)
+{
+	sl_server_t *s = w->server;
+	if (admin) {
+		w->nadmin--;
+		atomic_fetch_sub_explicit(&s->admin_connections, 1, memory_order_relaxed);
+	} else {
+		w->nclients--;
+		int now = atomic_fetch_sub_explicit(&s->connections, 1, memory_order_relaxed) - 1;
+		int max = w->cfg->max_connections;
+		bool was = true;
+		if (now < max - max / 10 && atomic_load_explicit(&s->at_limit, memory_order_relaxed) &&
+		    atomic_compare_exchange_strong(&s->at_limit, &was, false))
+			sl_info("below max_connections (%d) again: accepting", max);
+	}
+	if (atomic_load_explicit(&s->paused_listeners, memory_order_seq_cst) > 0) {
+		do_resume_accept(w);
+		/* Other workers' paused main listeners; not while shutting down,
+		 * when they are being closed (and a finished worker's wake-up
+		 * handle is gone). */
+		if (!admin && atomic_load(&s->shutdown_phase) == 0)
+			for (int i = 0; i < s->nworkers; i++)
+				if (&s->workers[i] != w)
+					uv_async_send(&s->workers[i].wake);
+	}
+	sl_worker_maybe_finish(w);
 }
 
 static void do_close_loop_handles(sl_worker_t *w)
@@ -44,22 +147,36 @@ static void do_close_loop_handles(sl_worker_t *w)
 	uv_close((uv_handle_t *)&w->wake, NULL);
 }
 
-static void do_close_listeners(sl_worker_t *w)
+static void do_close_listener(sl_worker_t *w, uv_tcp_t *t, bool *has, bool *paused)
 {
-	if (w->has_listener) {
-		uv_close((uv_handle_t *)&w->listener, NULL);
-		w->has_listener = false;
+	if (!*has)
+		return;
+	if (*paused) {
+		*paused = false;
+		atomic_fetch_sub_explicit(&w->server->paused_listeners, 1, memory_order_relaxed);
 	}
-	if (w->has_admin) {
-		uv_close((uv_handle_t *)&w->admin_listener, NULL);
-		w->has_admin = false;
-	}
+	uv_close((uv_handle_t *)t, NULL);
+	*has = false;
 }
 
 void sl_worker_maybe_finish(sl_worker_t *w)
 {
-	if (w->draining && w->nclients == 0 && sl_list_empty(&w->upconns))
-		do_close_loop_handles(w);
+	sl_server_t *s = w->server;
+	if (!w->draining || w->closed || w->nclients > 0 || !sl_list_empty(&w->upconns))
+		return;
+	if (!w->done) { /* nothing of ours is left: say so once */
+		w->done = true;
+		if (atomic_fetch_add(&s->workers_done, 1) + 1 == s->nworkers && w->id != 0 &&
+		    s->workers[0].admin_fd >= 0 && atomic_load(&s->shutdown_phase) < 2)
+			uv_async_send(&s->workers[0].wake); /* the last one: worker 0 may close the admin port */
+	}
+	/* Worker 0 keeps the admin port until every worker is done (or the
+	 * shutdown timeout forces the end). */
+	if (w->has_admin && !w->stopping && atomic_load(&s->workers_done) < s->nworkers)
+		return;
+	do_close_listener(w, &w->admin_listener, &w->has_admin, &w->admin_paused);
+	sl_client_drain_all(w, true, true);
+	do_close_loop_handles(w);
 }
 
 /* Worker i's part of a process-wide count: the remainder goes to the first
@@ -90,6 +207,7 @@ static void do_apply_config(sl_worker_t *w)
 	int n = w->server->nworkers;
 	w->pool.max_idle = (uint32_t)cfg->pool_maxsize; /* the process's bound */
 	w->warm_target = share_of(cfg->pool_connections, w->id, n);
+	w->access_log.format = cfg->access_log_format;
 }
 
 static void on_wake(uv_async_t *a)
@@ -100,15 +218,18 @@ static void on_wake(uv_async_t *a)
 	if (phase >= 1 && !w->draining) {
 		w->draining = true;
 		uv_timer_stop(&w->pool_timer);
-		do_close_listeners(w);
+		do_close_listener(w, &w->listener, &w->has_listener, &w->accept_paused);
 		sl_upstream_close_pool(w);
-		sl_client_drain_all(w, false);
+		sl_client_drain_all(w, false, false);
 	}
 	if (phase >= 2 && !w->stopping) {
 		w->stopping = true;
-		sl_client_drain_all(w, true);
+		do_close_listener(w, &w->admin_listener, &w->has_admin, &w->admin_paused);
+		sl_client_drain_all(w, true, true);
 		sl_upstream_close_all(w);
 	}
+	if (!w->closed)
+		do_resume_accept(w); /* a close on another worker made room */
 	sl_worker_maybe_finish(w);
 }
 
@@ -119,11 +240,18 @@ int sl_worker_bind(sl_worker_t *w, sl_server_t *s, int id, char *err, size_t err
 	w->server = s;
 	w->cfg = s->cfg;
 	w->admin_fd = -1;
-	w->listen_fd = sl_listener_bind(s->cfg->listen_host, s->cfg->listen_port, true, err, errlen);
+	/* Worker 0 checks that no other process listens on the port first: the
+	 * workers' SO_REUSEPORT sockets would share it silently. */
+	if (id == 0 && !s->cfg->reuse_port &&
+	    sl_listener_probe(s->cfg->listen_host, s->cfg->listen_port, "--listen-port", err, errlen) < 0)
+		return -1;
+	w->listen_fd =
+	    sl_listener_bind(s->cfg->listen_host, s->cfg->listen_port, SL_LISTEN_WORKER, "--listen-port", err, errlen);
 	if (w->listen_fd < 0)
 		return -1;
 	if (id == 0 && s->cfg->admin_port) {
-		w->admin_fd = sl_listener_bind(s->cfg->listen_host, s->cfg->admin_port, false, err, errlen);
+		w->admin_fd = sl_listener_bind(s->cfg->listen_host, s->cfg->admin_port, SL_LISTEN_ALONE, "--admin-port",
+		                               err, errlen);
 		if (w->admin_fd < 0)
 			return -1;
 	}
@@ -159,6 +287,7 @@ int sl_worker_prepare(sl_worker_t *w)
 	sl_list_init(&w->upconns);
 	sl_metrics_init(&w->metrics);
 	sl_access_log_init(&w->access_log, &w->loop, w->server->access_log_fd);
+	w->access_log.format = cfg->access_log_format;
 	w->rng = uv_hrtime() ^ ((uint64_t)(w->id + 1) * UINT64_C(0x9E3779B97F4A7C15));
 	if (w->rng == 0)
 		w->rng = 1;

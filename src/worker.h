@@ -63,11 +63,15 @@ typedef struct sl_worker {
 	char target_authority[300]; /* "host:port" of the target: Host for requests that name none */
 	sl_list_t clients;          /* every open client connection */
 	sl_list_t upconns;          /* every open upstream connection */
-	uint32_t nclients;
-	bool draining;  /* stop accepting, finish in-flight requests */
-	bool stopping;  /* close everything now */
-	bool closed;    /* loop handles closed, loop is ending */
-	char *read_buf; /* shared by upstream connections: parsed in full on each read */
+	uint32_t nclients;          /* client connections on the main port */
+	uint32_t nadmin;            /* ... and on the admin port */
+	bool accept_paused;         /* max_connections: a connection waits on `listener`, unaccepted */
+	bool admin_paused;          /* the admin allowance: one waits on `admin_listener` */
+	bool done;                  /* draining, and nothing of ours is left (counted in workers_done) */
+	bool draining;              /* stop accepting, finish in-flight requests */
+	bool stopping;              /* close everything now */
+	bool closed;                /* loop handles closed, loop is ending */
+	char *read_buf;             /* shared by upstream connections: parsed in full on each read */
 	sl_metrics_t metrics;
 	sl_access_log_t access_log;
 	uint64_t rng;                  /* xorshift state for retry jitter */
@@ -83,8 +87,14 @@ struct sl_server {
 	uint64_t cfg_gen; /* bumped (atomic) after each new cfg is published */
 	int nworkers;
 	sl_worker_t *workers;
-	uint64_t start_ms;         /* uv_hrtime at start, in ms */
-	atomic_int connections;    /* client connections held, all workers */
+	uint64_t start_ms;                  /* uv_hrtime at start, in ms */
+	double start_wall_s;                /* Unix time at start, for process_start_time_seconds */
+	atomic_int connections;             /* client connections held, all workers (admin port: not counted) */
+	atomic_int admin_connections;       /* admin-port connections: their own small allowance */
+	atomic_uint_fast64_t limit_reached; /* times max_connections was reached (episodes) */
+	atomic_bool at_limit;               /* accepting paused at max_connections: logged once per episode */
+	atomic_int paused_listeners;        /* listeners paused for want of room: closes wake their workers */
+	atomic_int workers_done;   /* draining workers with nothing left (worker 0 then closes the admin port) */
 	atomic_uint pool_idle;     /* idle upstream connections, all workers (pool.h) */
 	atomic_int tunnels;        /* CONNECT tunnels open (or being opened), all workers */
 	sl_admit_t admit;          /* slots and queue, all workers */
@@ -127,5 +137,10 @@ double sl_worker_random(sl_worker_t *w);
 /* From the worker's own thread: the client or upstream count fell; exit the
  * loop if draining and nothing is left. */
 void sl_worker_maybe_finish(sl_worker_t *w);
+
+/* From the worker's own thread: one of its client connections closed
+ * (admin: an admin-port one). Gives its place back, wakes listeners paused
+ * at the limit, and ends the loop if draining and nothing is left. */
+void sl_worker_connection_closed(sl_worker_t *w, bool admin);
 
 #endif

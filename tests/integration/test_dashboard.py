@@ -499,6 +499,10 @@ def test_dashboard_draws_in_chromium(start_upstream, start_sluice, tmp_path):
             br.wait_for("document.querySelector('#t-rej-s').textContent.split(' ')[0] !== '0'", 3,
                         "rejected total on the page")
 
+        # the connection tile: clients held against max_connections (10000 by default)
+        br.wait_for("/ \\/ 10\\.0k$/.test(document.querySelector('#t-conn').textContent)", 3,
+                    "connections / limit on the page")
+
         # sluice goes away: the page says so and keeps polling
         polls = page_state(br)["polls"]
         sl.stop()

@@ -196,11 +196,15 @@ def test_kubernetes_manifests(tmp_path):
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     assert mounts[vol["name"]] == "/etc/sluice"
 
-    # Both probes on /proxy-health, on the port that serves it.
-    admin = cfg["admin_port"] or cfg["listen_port"]
-    for probe in ("readinessProbe", "livenessProbe"):
+    # Readiness on /proxy-health (503 while draining: the pod leaves the
+    # Service), liveness on /proxy-metrics (200 until exit: a drain is not
+    # cut short), both on the port that serves them: the admin port, which
+    # keeps answering through the drain.
+    admin = cfg["admin_port"]
+    assert admin, "the probes need the admin port: the main port closes at SIGTERM"
+    for probe, path in (("readinessProbe", "/proxy-health"), ("livenessProbe", "/proxy-metrics")):
         get = c[probe]["httpGet"]
-        assert get["path"] == "/proxy-health", probe
+        assert get["path"] == path, probe
         assert container_port(c, get["port"]) == admin, probe
 
     # Prometheus scrapes the admin port.

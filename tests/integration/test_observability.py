@@ -789,7 +789,7 @@ def parse_log_line(line):
     assert m, "access log line not in the format of src/accesslog.h: %r" % line
     d = m.groupdict()
     kv = dict(item.split("=", 1) for item in d.pop("kv").split())
-    for k in ("total_ms", "queue_ms", "upstream_ms", "attempts", "outcome"):
+    for k in ("total_ms", "queue_ms", "upstream_ms", "attempts", "outcome", "error"):
         assert k in kv, "access log line without %s: %r" % (k, line)
     d.update(kv)
     parse_iso8601(d["time"])
@@ -869,10 +869,10 @@ def test_access_log_file(start_upstream, start_sluice, tmp_path):
         assert e["queue_ms"] <= e["total_ms"] + 0.2, e["line"]
 
     e = got["/ok?size=123"]
-    assert (e["method"], e["version"], e["status"], e["bytes"], e["attempts"], e["outcome"]) == (
-        "GET", "HTTP/1.1", 200, 123, 1, "success"), e["line"]
+    assert (e["method"], e["version"], e["status"], e["bytes"], e["attempts"], e["outcome"], e["error"]) == (
+        "GET", "HTTP/1.1", 200, 123, 1, "success", "-"), e["line"]
     e = got["/err?status=500&size=10"]
-    assert (e["status"], e["bytes"], e["attempts"], e["outcome"]) == (500, 10, 1, "failed"), e["line"]
+    assert (e["status"], e["bytes"], e["attempts"], e["outcome"], e["error"]) == (500, 10, 1, "failed", "-"), e["line"]
     e = got["/post?delay_ms=200"]
     assert (e["method"], e["status"], e["outcome"]) == ("POST", 200, "success"), e["line"]
     assert 195 <= e["upstream_ms"] <= 1000 and 195 <= e["total_ms"] <= 1000, e["line"]
@@ -880,6 +880,7 @@ def test_access_log_file(start_upstream, start_sluice, tmp_path):
     # a reset on a pooled connection may be taken for a stale one and tried
     # again on a new connection (SPEC §5), so 1 or 2 attempts
     assert (e["status"], e["outcome"]) == (502, "failed") and 1 <= e["attempts"] <= 2, e["line"]
+    assert e["error"] == "upstream_reset", e["line"]
     e = got["/hold?delay_ms=500"]
     assert e["total_ms"] >= 495 and e["queue_ms"] < 50, e["line"]
     e = got["/queued"]
@@ -888,6 +889,7 @@ def test_access_log_file(start_upstream, start_sluice, tmp_path):
     e = got["/v10"]
     assert e["version"] == "HTTP/1.0", e["line"]
     check_rejected_line(got["/reject"], "queue_full", len(r_rej.body))
+    assert got["/reject"]["error"] == "queue_full"
 
     # all lines are there after SIGTERM, even the very last ones
     for i in range(5):
@@ -933,6 +935,57 @@ def test_access_log_to_stdout(start_upstream, tmp_path):
     assert set(entries) == {"/one?size=5", "/two?status=404"}, lines
     assert (entries["/one?size=5"]["status"], entries["/one?size=5"]["bytes"]) == (200, 5)
     assert (entries["/two?status=404"]["status"], entries["/two?status=404"]["outcome"]) == (404, "success")
+
+
+def test_access_log_json_lines_and_escapes(start_upstream, start_sluice, tmp_path):
+    """--access-log-format json: one object per line, the same fields as the
+    text format; a target with '"', '\\' or non-ASCII bytes cannot break the
+    line in either format."""
+    up = start_upstream()
+    text_path, json_path = str(tmp_path / "text.log"), str(tmp_path / "json.log")
+    # one worker each: lines of different workers are not in request order
+    slt = start_sluice(up.port, access_log=text_path, max_retries=0, workers=1)
+    slj = start_sluice(up.port, access_log=json_path, access_log_format="json", max_retries=0, workers=1)
+    targets = ['/q"x\\y?size=2', "/caf\xc3\xa9", "/gone?fail=reset"]
+    for sl in (slt, slj):
+        for t in targets:
+            with HttpConn(sl.port) as c:
+                c.send(b"GET " + t.encode("latin-1") + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                c.read_response()
+        sl.stop()
+    with open(json_path, encoding="ascii") as f:  # pure ASCII: every odd byte escaped
+        objs = [json.loads(line) for line in f.read().splitlines()]
+    assert [o["target"] for o in objs] == ['/q"x\\y?size=2', "/caf\u00c3\u00a9", "/gone?fail=reset"], objs
+    text = [parse_log_line(line) for line in open(text_path, encoding="ascii").read().splitlines()]
+    assert [e["target"] for e in text] == ["/q\\x22x\\x5Cy?size=2", "/caf\\xC3\\xA9", "/gone?fail=reset"], text
+    for o, e in zip(objs, text):
+        assert set(o) == {"time", "client", "method", "target", "protocol", "status", "bytes", "total_ms",
+                          "queue_ms", "upstream_ms", "attempts", "outcome", "error"}, o
+        assert (o["status"], o["bytes"], o["outcome"], o["attempts"], o["protocol"]) == (
+            e["status"], e["bytes"], e["outcome"], e["attempts"], e["version"]), (o, e)
+        assert (o["error"] or "-") == e["error"], (o, e)
+    assert objs[0]["error"] is None and objs[2]["error"] == "upstream_reset", objs
+
+
+def test_upstream_failures_are_warned_once_a_second_with_a_count(start_sluice, tmp_path):
+    """At the default level a 502 leaves a line on stderr naming the kind,
+    the target's address and the request; many alike in one second make one
+    line, and the next line counts the ones held back."""
+    closed = free_port()  # nothing listens there: every connect is refused
+    sl = start_sluice(closed, max_retries=0, circuit_breaker_threshold=1000)
+    for i in range(20):
+        assert get(sl.port, "/r/%d" % i).status == 502
+    time.sleep(1.1)
+    assert get(sl.port, "/after").status == 502
+    prom = http_get(sl.url + "/proxy-metrics/prometheus")[2].decode()
+    assert 'sluice_upstream_failures_total{kind="connect_refused"} 21\n' in prom, prom
+    assert 'sluice_responses_total{code="5xx"} 21\n' in prom, prom
+    sl.stop()
+    lines = [ln for ln in sl.stderr().decode().splitlines() if "upstream connect_refused" in ln]
+    assert len(lines) == 2, lines
+    assert " warn: upstream connect_refused (connection refused) at 127.0.0.1:%d: GET /r/0 from 127.0.0.1, " \
+           "attempt 1, answered" % closed in lines[0], lines[0]
+    assert "GET /after" in lines[1] and "19 more like it since the last such line" in lines[1], lines[1]
 
 
 def logged_targets(path):

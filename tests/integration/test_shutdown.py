@@ -108,8 +108,9 @@ def test_keepalive_client_with_inflight_request_closed_after_response(upstream, 
     sl.stop(expect_code=0)
 
 
-def test_shutdown_timeout_bounds_the_drain(upstream, start_sluice):
-    sl = start_sluice(upstream.port, shutdown_timeout=1)
+def test_shutdown_timeout_bounds_the_drain(upstream, start_sluice, tmp_path):
+    log = str(tmp_path / "access.log")
+    sl = start_sluice(upstream.port, shutdown_timeout=1, access_log=log)
     result = {}
     t = start_slow(sl.port, "/?delay_ms=6000", result)
     assert wait_inflight(lambda: upstream_stats(upstream))
@@ -127,6 +128,9 @@ def test_shutdown_timeout_bounds_the_drain(upstream, start_sluice):
     # the cut request must not look like a success
     assert not (hasattr(r, "status") and r.status == 200), r
     sl.stop(expect_code=0)
+    with open(log) as f:  # the access log says why it ended
+        lines = f.read().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(" outcome=failed error=shutdown"), lines
 
 
 def test_exit_without_traffic(upstream, start_sluice):

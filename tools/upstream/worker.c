@@ -27,7 +27,7 @@ struct sl_up_worker {
 
 int sl_up_listen_fd(const char *host, int port, int *port_out, char *err, size_t errlen)
 {
-	int fd = sl_listener_bind(host, port, true, err, errlen);
+	int fd = sl_listener_bind(host, port, SL_LISTEN_WORKER, "--port", err, errlen);
 	if (fd < 0)
 		return -1;
 	struct sockaddr_storage ss;
