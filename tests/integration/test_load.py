@@ -1,7 +1,8 @@
-"""sluice-load (SPEC §9, issue 6) against a real sluice-upstream: counts that
-add up, exact success rates, percentiles of a known delay, an open-loop rate
-that holds and shows a server stall, error classification, the report
-formats, exit statuses and argument checking.
+"""sluice-load (SPEC §9, issues 6 and 13) against a real sluice-upstream:
+counts that add up, exact success rates, percentiles of a known delay, an
+open-loop rate that holds and shows a server stall, error classification, the
+report formats, exit statuses and argument checking, the short options and
+duration units of wrk, hey and oha, and the URL as an argument.
 
 Every run of sluice-load is checked for sanitizer reports (the ASan suite
 runs the same tests against build-asan/)."""
@@ -16,6 +17,7 @@ import uuid
 import pytest
 
 from conftest import BUILD, SANITIZER_MARKS, free_port, http_get, upstream_stats
+from helpers import upstream_log
 
 LOAD = os.path.join(BUILD, "sluice-load")
 
@@ -309,6 +311,91 @@ def test_progress_line_on_a_terminal(upstream):
     assert b"Requests sent" in out and b"req/s," not in out
 
 
+# --- short options, duration units, the URL as an argument (issue 13) ----------
+
+
+def test_short_options_reach_the_upstream(upstream, tmp_path):
+    reset(upstream)
+    body = tmp_path / "body"
+    body.write_bytes(b"z" * 123)
+    code, out, err = run_load("-c", 3, "-n", 12, "-m", "PUT", "-H", "X-One: 1", "-H", "X-Two: 2", "-D", body,
+                              "--threads", 1, "-j", upstream.url + "/short")
+    assert code == 0, err
+    r = json.loads(out)
+    assert (r["total"], r["success"], r["concurrent"]) == (12, 12, 3)
+    log = upstream_log(upstream)
+    assert len(log) == 12
+    for e in log:
+        assert (e["method"], e["target"], e["body_bytes"]) == ("PUT", "/short", 123)
+        assert ["X-One", "1"] in e["headers"] and ["X-Two", "2"] in e["headers"]
+    assert upstream_stats(upstream)["connections"] == 3
+
+
+def test_short_options_with_attached_values(upstream):
+    reset(upstream)
+    code, r = run_json(upstream.url + "/attached", "-c4", "-n40", "-mPOST", "-HX-K: v", "--threads", 1)
+    assert code == 0
+    assert (r["total"], r["concurrent"]) == (40, 4)
+    log = upstream_log(upstream)
+    assert len(log) == 40 and all(e["method"] == "POST" and ["X-K", "v"] in e["headers"] for e in log)
+    assert upstream_stats(upstream)["connections"] == 4
+
+
+@pytest.mark.parametrize("args, seconds", [
+    (["-z", "1s"], 1.0),
+    (["-d500ms"], 0.5),
+    (["-z", "0.01m"], 0.6),
+    (["--duration", "0.5"], 0.5),  # a plain number is seconds, as it always was
+    (["--duration=0.2s"], 0.2),
+])
+def test_durations_take_units(upstream, args, seconds):
+    t0 = time.time()
+    code, r = run_json(*args, "-c", 2, upstream.url + "/")
+    wall = time.time() - t0
+    assert code == 0
+    assert r["total"] > 10
+    assert seconds * 0.95 <= r["duration_seconds"] <= seconds * 1.1 + 0.15, r
+    assert wall < seconds + 3
+
+
+def test_timeout_takes_units(upstream):
+    t0 = time.time()
+    code, r = run_json(upstream.url + "/?fail=hang", "-n", 2, "-c", 2, "--timeout", "300ms")
+    elapsed = time.time() - t0
+    assert code == 1
+    assert r["errors"]["timeout"] == 2
+    assert 0.3 <= elapsed < 2.5
+
+
+def test_url_as_the_first_argument(upstream):
+    code, r = run_json(upstream.url + "/first", "-n", 5)
+    assert code == 0 and r["total"] == 5 and r["url"] == upstream.url + "/first"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["-z", "5x", "http://127.0.0.1/"], ["-z", "'5x'", "2s", "500ms"]),
+    (["--duration", "2 s", "http://127.0.0.1/"], ["--duration", "'2 s'", "2s"]),
+    (["-d", "some body", "http://127.0.0.1/"], ["-d", "'some body'", "duration"]),
+    (["--timeout", "1.2.3s", "http://127.0.0.1/"], ["--timeout", "'1.2.3s'"]),
+    (["-z", "0s", "http://127.0.0.1/"], ["-z", "above 0"]),
+    (["--url", "http://127.0.0.1:1/", "http://127.0.0.1:2/"],
+     ["twice", "http://127.0.0.1:1/", "http://127.0.0.1:2/", "--url"]),
+    (["http://127.0.0.1:1/", "-n", "5", "http://127.0.0.1:2/"],
+     ["twice", "http://127.0.0.1:1/", "http://127.0.0.1:2/"]),
+    (["-c", "ten", "http://127.0.0.1/"], ["-c", "'ten'"]),
+    (["-t", "5", "http://127.0.0.1/"], ["'-t'"]),
+    ([], ["URL", "--url"]),
+])
+def test_bad_short_options_and_durations_say_what_is_wrong(args, words):
+    code, out, err = run_load(*args)
+    assert code == 2, (args, code, err)
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sluice-load: ") and lines[0].endswith("."), err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
 # --- arguments ----------------------------------------------------------------
 
 
@@ -332,6 +419,21 @@ def test_progress_line_on_a_terminal(upstream):
     ["--url", "http://127.0.0.1/", "--threads", "0"],
     ["--url", "http://127.0.0.1/", "--frobnicate"],
     ["--url", "http://name.invalid/"],
+    ["-c"],
+    ["-c", "0", "http://127.0.0.1/"],
+    ["-n", "-5", "http://127.0.0.1/"],
+    ["-n", "5", "-z", "1s", "http://127.0.0.1/"],
+    ["-x", "http://127.0.0.1/"],
+    ["-", "http://127.0.0.1/"],
+    ["-h5"],
+    ["-j1", "http://127.0.0.1/"],
+    ["-H", "no colon", "http://127.0.0.1/"],
+    ["-m", "GE T", "http://127.0.0.1/"],
+    ["-D", "/nonexistent/file", "http://127.0.0.1/"],
+    ["-q", "0", "http://127.0.0.1/"],
+    ["-r", "fast", "http://127.0.0.1/"],
+    ["127.0.0.1:80/"],
+    ["http://127.0.0.1/", "http://127.0.0.1/"],
 ])
 def test_bad_arguments_exit_2(args):
     code, out, err = run_load(*args)
@@ -344,5 +446,10 @@ def test_bad_arguments_exit_2(args):
 def test_help_and_version():
     code, out, _ = run_load("--help")
     assert code == 0 and "--total-requests" in out and "--rate" in out
+    for want in ("-c, --concurrent", "-n, --total-requests", "-z, -d, --duration", "-q, -r, --rate",
+                 "-m, --method", "-H, --header", "-D, --body-file", "-j, --json", "500ms", "no -t"):
+        assert want in out, want
+    code, out2, _ = run_load("-h")
+    assert code == 0 and out2 == out
     code, out, _ = run_load("--version")
     assert code == 0 and out.startswith("sluice-load")
