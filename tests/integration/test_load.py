@@ -9,6 +9,7 @@ runs the same tests against build-asan/)."""
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
 import time
@@ -180,15 +181,44 @@ def test_rate_mode_shows_a_server_stall(start_upstream):
     assert r["p50"] < 200
 
 
-def test_rate_beyond_capacity_reports_unsent(upstream):
-    # 5 connections x 200 ms can carry 25 req/s, not 100: the run still ends
-    # on time, and what was due but never sent is reported, not hidden
-    code, r = run_json("--url", upstream.url + "/?delay_ms=200", "--rate", 100, "--duration", 1, "--concurrent", 5)
+def test_rate_grows_connections_to_keep_up(upstream):
+    """Issue 13: 2 connections x 200 ms carry 10 req/s, not 200. The open
+    loop opens more while requests are due and every connection is busy
+    (about 40 here), so all 400 go out on time; before, about 20 did."""
+    reset(upstream)
+    code, r = run_json("--rate", 200, "-z", "2s", "-c", 2, upstream.url + "/?delay_ms=200")
     assert code == 0
+    assert r["total"] >= 390 and r["success"] == r["total"], r
+    assert (r["unsent"], r["late"], r["behind_schedule"]) == (0, 0, 0)
+    assert r["concurrent"] == 2 and r["max_concurrent"] == 1000
+    assert 30 <= r["connections"] <= 100, r
+    assert r["p50"] < 300  # nobody waited for a connection
+    assert r["duration_seconds"] < 2.8
+    stats = upstream_stats(upstream)
+    assert stats["requests"] == r["total"]
+    assert stats["connections"] == r["connections"]
+
+
+def test_rate_beyond_the_cap_reports_the_shortfall(upstream):
+    # 5 connections x 200 ms can carry 25 req/s, not 100: the run still ends
+    # on time, and what was behind schedule is reported, not hidden
+    code, r = run_json("--url", upstream.url + "/?delay_ms=200", "--rate", 100, "--duration", 1, "--concurrent", 2,
+                       "--max-concurrent", 5)
+    assert code == 0
+    assert (r["concurrent"], r["max_concurrent"], r["connections"]) == (2, 5, 5)
     assert r["total"] + r["unsent"] == 100
     assert 20 <= r["total"] <= 40
+    assert r["late"] >= 10 and r["late"] <= r["total"] - 5  # the first five left on time
+    assert r["behind_schedule"] == r["late"] + r["unsent"]
     assert r["duration_seconds"] < 1.6
     assert r["p99"] >= 500  # the wait for a free connection is part of the latency
+
+    code, out, _ = run_load("--url", upstream.url + "/?delay_ms=200", "-q", 100, "-z", "1s", "--max-concurrent", 5)
+    assert code == 0
+    assert re.search(r"^  sent late +[1-9]\d*  \(", out, re.M), out
+    assert re.search(r"^  not sent +[1-9]\d*  \(", out, re.M), out
+    assert re.search(r"^Behind schedule +\d+ of 100 .*--max-concurrent 5", out, re.M), out
+    assert re.search(r"^Connections +5  \(from 5, at most 5\)", out, re.M), out  # -c 10 lowered to the cap
 
 
 # --- errors -------------------------------------------------------------------
@@ -287,11 +317,11 @@ def test_text_report(upstream):
         assert want in out, want
 
 
-def test_progress_line_on_a_terminal(upstream):
+def run_on_a_terminal(*args):
+    """(exit status, stdout, what was written to the terminal on stderr)."""
     master, slave = pty.openpty()
     try:
-        p = subprocess.Popen([LOAD, "--url", upstream.url + "/?delay_ms=5", "--duration", "1.6", "--concurrent", "2"],
-                             stdout=subprocess.PIPE, stderr=slave)
+        p = subprocess.Popen([LOAD] + [str(a) for a in args], stdout=subprocess.PIPE, stderr=slave)
         os.close(slave)
         out, _ = p.communicate(timeout=30)
         seen = b""
@@ -306,9 +336,39 @@ def test_progress_line_on_a_terminal(upstream):
     finally:
         os.close(master)
     check_clean(seen)
-    assert p.returncode == 0
+    return p.returncode, out, seen
+
+
+def test_progress_line_on_a_terminal(upstream):
+    code, out, seen = run_on_a_terminal("--url", upstream.url + "/?delay_ms=5", "--duration", "1.6", "--concurrent",
+                                        "2")
+    assert code == 0
     assert b"req/s" in seen and b"requests" in seen
+    assert b"behind schedule" not in seen  # a closed loop has no schedule
     assert b"Requests sent" in out and b"req/s," not in out
+
+
+def test_progress_line_shows_the_shortfall(upstream):
+    """At the cap the progress line counts the requests behind schedule as
+    it goes (sent late, and due but still waiting), not only at the end."""
+    code, out, seen = run_on_a_terminal("-q", 100, "-z", "1.5s", "-c", 1, "--max-concurrent", 3,
+                                        upstream.url + "/?delay_ms=200")
+    assert code == 0
+    lines = re.findall(rb"(\d+) connections, (\d+) behind schedule", seen)
+    assert lines, seen
+    conns, behind = (int(x) for x in lines[-1])
+    # after a second: about 100 due, 3 connections carried about 15
+    assert conns == 3 and 60 <= behind <= 110, seen
+    assert b"Behind schedule" in out
+
+
+def test_progress_line_open_loop_on_schedule(upstream):
+    code, out, seen = run_on_a_terminal("-q", 100, "-z", "1.3s", "-c", 1, upstream.url + "/?delay_ms=50")
+    assert code == 0
+    lines = re.findall(rb"(\d+) connections, (\d+) behind schedule", seen)
+    assert lines and int(lines[-1][1]) == 0, seen
+    assert 3 <= int(lines[-1][0]) <= 20, seen
+    assert b"Behind schedule" not in out
 
 
 # --- short options, duration units, the URL as an argument (issue 13) ----------
@@ -434,6 +494,9 @@ def test_bad_short_options_and_durations_say_what_is_wrong(args, words):
     ["-r", "fast", "http://127.0.0.1/"],
     ["127.0.0.1:80/"],
     ["http://127.0.0.1/", "http://127.0.0.1/"],
+    ["--max-concurrent", "5", "http://127.0.0.1/"],  # only with --rate
+    ["--max-concurrent", "5", "-c", "10", "-q", "10", "http://127.0.0.1/"],
+    ["--max-concurrent", "0", "-q", "10", "http://127.0.0.1/"],
 ])
 def test_bad_arguments_exit_2(args):
     code, out, err = run_load(*args)
@@ -447,7 +510,8 @@ def test_help_and_version():
     code, out, _ = run_load("--help")
     assert code == 0 and "--total-requests" in out and "--rate" in out
     for want in ("-c, --concurrent", "-n, --total-requests", "-z, -d, --duration", "-q, -r, --rate",
-                 "-m, --method", "-H, --header", "-D, --body-file", "-j, --json", "500ms", "no -t"):
+                 "-m, --method", "-H, --header", "-D, --body-file", "-j, --json", "500ms", "no -t",
+                 "--max-concurrent N"):
         assert want in out, want
     code, out2, _ = run_load("-h")
     assert code == 0 and out2 == out

@@ -23,12 +23,18 @@
 #include "buf.h"
 
 #define MAX_CONCURRENT 100000
+/* With --rate, connections are added while requests are due and every one
+ * is busy. A thousand carries 1,000 req/s at 1 s of latency, and 10,000 at
+ * 100 ms, which is more than one loopback box does; beyond it a slow
+ * target is more likely broken than busy, and the shortfall says so. */
+#define DEFAULT_MAX_CONCURRENT 1000
 #define MAX_THREADS 1024
 #define MAX_BODY_FILE (256u << 20) /* the body is sent from memory */
 
 enum {
 	O_URL,
 	O_CONCURRENT,
+	O_MAX_CONCURRENT,
 	O_TOTAL,
 	O_DURATION,
 	O_TIMEOUT,
@@ -75,6 +81,7 @@ static const struct option_row {
 } options[] = {
 	{"url", NULL, O_URL, true},
 	{"concurrent", "c", O_CONCURRENT, true},
+	{"max-concurrent", NULL, O_MAX_CONCURRENT, true},
 	{"total-requests", "n", O_TOTAL, true},
 	{"duration", "zd", O_DURATION, true},
 	{"timeout", NULL, O_TIMEOUT, true},
@@ -96,7 +103,12 @@ static const char usage[] = "usage: sluice-load [options] URL\n"
                             "       sluice-load --url URL [options]\n"
                             "\n"
                             "  URL, --url URL          http://host[:port][/path?query] (required, once)\n"
-                            "  -c, --concurrent N      connections, across all threads (default 10)\n"
+                            "  -c, --concurrent N      connections, across all threads (default 10);\n"
+                            "                          with --rate, the number to start with\n"
+                            "  --max-concurrent N      with --rate, open more connections while a\n"
+                            "                          request is due and all are busy, up to N\n"
+                            "                          (default 1000, or -c if higher); requests\n"
+                            "                          that still wait are reported behind schedule\n"
                             "  -n, --total-requests N  requests to send (default 100)\n"
                             "  -z, -d, --duration D    or: send for this long instead\n"
                             "  --timeout D             per-request limit, connect included (default 30s)\n"
@@ -342,7 +354,7 @@ int sl_load_opts_parse(sl_load_opts_t *o, int argc, char **argv, char *err, size
 	if (!o->headers)
 		return do_error(err, errlen, "out of memory.");
 
-	bool have_total = false, have_body = false;
+	bool have_total = false, have_body = false, have_concurrent = false, have_max = false;
 	const char *body_file = NULL, *url_opt = NULL, *url_arg = NULL;
 	char body_flag[64] = "";
 	uint64_t u;
@@ -370,6 +382,13 @@ int sl_load_opts_parse(sl_load_opts_t *o, int argc, char **argv, char *err, size
 			if ((rc = do_parse_uint(flag, value, 1, MAX_CONCURRENT, &u, err, errlen)))
 				return rc;
 			o->concurrent = (unsigned)u;
+			have_concurrent = true;
+			break;
+		case O_MAX_CONCURRENT:
+			if ((rc = do_parse_uint(flag, value, 1, MAX_CONCURRENT, &u, err, errlen)))
+				return rc;
+			o->max_concurrent = (unsigned)u;
+			have_max = true;
 			break;
 		case O_TOTAL:
 			if ((rc = do_parse_uint(flag, value, 1, UINT64_C(1) << 50, &o->total_requests, err, errlen)))
@@ -450,6 +469,20 @@ int sl_load_opts_parse(sl_load_opts_t *o, int argc, char **argv, char *err, size
 		return do_error(err, errlen, "--total-requests and --duration cannot be used together.");
 	if (!have_total && o->duration == 0)
 		o->total_requests = 100;
+	if (have_max && o->rate == 0)
+		return do_error(err, errlen,
+		                "--max-concurrent applies only with --rate (a closed loop keeps its --concurrent "
+		                "connections).");
+	if (o->rate == 0)
+		o->max_concurrent = 0;
+	else if (!have_max)
+		o->max_concurrent = o->concurrent > DEFAULT_MAX_CONCURRENT ? o->concurrent : DEFAULT_MAX_CONCURRENT;
+	else if (o->max_concurrent < o->concurrent && have_concurrent)
+		return do_error(err, errlen,
+		                "--max-concurrent %u is below --concurrent %u: raise the one or lower the other.",
+		                o->max_concurrent, o->concurrent);
+	else if (o->max_concurrent < o->concurrent)
+		o->concurrent = o->max_concurrent; /* the default 10 starts lower under a lower cap */
 	if (body_file && (rc = do_read_file(o, body_flag, body_file, err, errlen)))
 		return rc;
 	/* no more threads than connections (or requests) to give them */

@@ -18,6 +18,11 @@ static uint64_t do_total(const sl_load_stats_t *st)
 	return st->success + st->failed;
 }
 
+uint64_t sl_load_report_behind(const sl_load_stats_t *st)
+{
+	return st->late + st->unsent;
+}
+
 double sl_load_report_success_rate(const sl_load_stats_t *st)
 {
 	uint64_t total = do_total(st);
@@ -38,8 +43,8 @@ static void do_describe_load(FILE *out, const sl_load_summary_t *s)
 {
 	const sl_load_opts_t *o = s->opts;
 	if (o->rate > 0)
-		fprintf(out, "  open loop at %g req/s, up to %u connections on %u thread%s, ", o->rate, o->concurrent,
-		        s->threads, s->threads == 1 ? "" : "s");
+		fprintf(out, "  open loop at %g req/s, %u connections growing up to %u as needed, on %u thread%s, ",
+		        o->rate, o->concurrent, o->max_concurrent, s->threads, s->threads == 1 ? "" : "s");
 	else
 		fprintf(out, "  closed loop, %u connections on %u thread%s, ", o->concurrent, s->threads,
 		        s->threads == 1 ? "" : "s");
@@ -62,13 +67,25 @@ void sl_load_report_text(FILE *out, const sl_load_summary_t *s)
 	fprintf(out, "Requests sent    %llu\n", (unsigned long long)do_total(st));
 	fprintf(out, "  success        %llu  (2xx/3xx)\n", (unsigned long long)st->success);
 	fprintf(out, "  failed         %llu\n", (unsigned long long)st->failed);
+	if (st->late)
+		fprintf(out,
+		        "  sent late      %llu  (behind schedule: every connection --max-concurrent allows was busy)\n",
+		        (unsigned long long)st->late);
 	if (st->unsent)
 		fprintf(out, "  not sent       %llu  (due by the end, but every connection was busy)\n",
 		        (unsigned long long)st->unsent);
+	if (sl_load_report_behind(st))
+		fprintf(out,
+		        "Behind schedule  %llu of %llu  (--max-concurrent %u reached: raise it to keep the rate)\n",
+		        (unsigned long long)sl_load_report_behind(st), (unsigned long long)(do_total(st) + st->unsent),
+		        s->opts->max_concurrent);
 	fprintf(out, "Success rate     %.2f %%\n", 100.0 * sl_load_report_success_rate(st));
 	fprintf(out, "Duration         %.3f s\n", s->elapsed_s);
 	fprintf(out, "Requests/s       %.1f\n", do_rps(s));
 	fprintf(out, "Bytes received   %llu\n", (unsigned long long)st->bytes);
+	if (s->opts->rate > 0)
+		fprintf(out, "Connections      %llu  (from %u, at most %u)\n", (unsigned long long)st->connections,
+		        s->opts->concurrent, s->opts->max_concurrent);
 
 	fprintf(out, "\nResponse time (ms)\n");
 	if (h->total == 0) {
@@ -125,6 +142,11 @@ int sl_load_report_json(FILE *out, const sl_load_summary_t *s)
 	json_object_set_new(o, "success", json_integer((json_int_t)st->success));
 	json_object_set_new(o, "failed", json_integer((json_int_t)st->failed));
 	json_object_set_new(o, "unsent", json_integer((json_int_t)st->unsent));
+	json_object_set_new(o, "late", json_integer((json_int_t)st->late));
+	json_object_set_new(o, "behind_schedule", json_integer((json_int_t)sl_load_report_behind(st)));
+	json_object_set_new(o, "max_concurrent",
+	                    s->opts->rate > 0 ? json_integer(s->opts->max_concurrent) : json_null());
+	json_object_set_new(o, "connections", json_integer((json_int_t)st->connections));
 	json_object_set_new(o, "success_rate", json_real(sl_load_report_success_rate(st)));
 	json_object_set_new(o, "requests_per_second", json_real(round(do_rps(s) * 100) / 100));
 	json_object_set_new(o, "duration_seconds", json_real(round(s->elapsed_s * 1e6) / 1e6));
@@ -154,10 +176,14 @@ int sl_load_report_json(FILE *out, const sl_load_summary_t *s)
 	return -1;
 }
 
-void sl_load_report_progress(FILE *out, double elapsed_s, uint64_t done, double rate, uint64_t errors)
+void sl_load_report_progress(FILE *out, double elapsed_s, const sl_load_progress_t *p, double rate, bool open_loop)
 {
-	fprintf(out, "\r[%6.1fs] %llu requests, %.0f req/s, %llu errors\033[K", elapsed_s, (unsigned long long)done,
-	        rate, (unsigned long long)errors);
+	fprintf(out, "\r[%6.1fs] %llu requests, %.0f req/s, %llu errors", elapsed_s, (unsigned long long)p->done, rate,
+	        (unsigned long long)p->errors);
+	if (open_loop)
+		fprintf(out, ", %llu connections, %llu behind schedule", (unsigned long long)p->connections,
+		        (unsigned long long)p->behind);
+	fputs("\033[K", out);
 	fflush(out);
 }
 

@@ -9,6 +9,8 @@ void sl_load_stats_init(sl_load_stats_t *s)
 	sl_hist_init(&s->latency_us);
 	atomic_init(&s->pub_done, 0);
 	atomic_init(&s->pub_errors, 0);
+	atomic_init(&s->pub_late, 0);
+	atomic_init(&s->pub_connections, 0);
 }
 
 void sl_load_stats_merge(sl_load_stats_t *dst, const sl_load_stats_t *src)
@@ -18,6 +20,8 @@ void sl_load_stats_merge(sl_load_stats_t *dst, const sl_load_stats_t *src)
 	dst->failed += src->failed;
 	dst->bytes += src->bytes;
 	dst->unsent += src->unsent;
+	dst->late += src->late;
+	dst->connections += src->connections;
 	for (int i = 0; i < SL_LOAD_ERR_COUNT; i++)
 		dst->errors[i] += src->errors[i];
 	for (int i = 0; i < SL_LOAD_STATUS_MAX; i++)

@@ -8,7 +8,9 @@
  * Counting rules: every request that was sent ends as exactly one of success
  * (a final response 2xx/3xx) or failed (any other status, or an error);
  * total = success + failed. Latency (µs) is recorded for every final
- * response, whatever its status, and for no error. */
+ * response, whatever its status, and for no error. Open loop only: `late`
+ * requests are among those sent, `unsent` ones are not; both are behind
+ * schedule because --max-concurrent connections were all busy. */
 #ifndef SL_LOAD_STATS_H
 #define SL_LOAD_STATS_H
 
@@ -31,14 +33,26 @@ typedef struct sl_load_stats {
 	sl_hist_t latency_us;
 	uint64_t success;
 	uint64_t failed;
-	uint64_t bytes;  /* every byte received, heads included */
-	uint64_t unsent; /* open loop: due before the end, never sent (not in total) */
+	uint64_t bytes;       /* every byte received, heads included */
+	uint64_t unsent;      /* open loop: due before the end, never sent (not in total) */
+	uint64_t late;        /* open loop: sent behind schedule, every connection allowed being busy */
+	uint64_t connections; /* connections the run had (open loop: grown to), not all open at once */
 	uint64_t errors[SL_LOAD_ERR_COUNT];
 	uint64_t status[SL_LOAD_STATUS_MAX];
 	/* published for the progress line; relaxed, one writer */
 	_Atomic uint64_t pub_done;
 	_Atomic uint64_t pub_errors;
+	_Atomic uint64_t pub_late;
+	_Atomic uint64_t pub_connections;
 } sl_load_stats_t;
+
+/* What the progress line shows, summed over the workers while they run. */
+typedef struct sl_load_progress {
+	uint64_t done;        /* requests ended, success or failure */
+	uint64_t errors;      /* ...of them, by an error rather than a status */
+	uint64_t connections; /* as sl_load_stats_t.connections */
+	uint64_t behind;      /* open loop: sent late so far, plus due now and waiting */
+} sl_load_progress_t;
 
 void sl_load_stats_init(sl_load_stats_t *s);
 
