@@ -7,6 +7,7 @@ duration units of wrk, hey and oha, and the URL as an argument.
 Every run of sluice-load is checked for sanitizer reports (the ASan suite
 runs the same tests against build-asan/)."""
 import json
+import math
 import os
 import pty
 import re
@@ -299,7 +300,7 @@ def test_json_report_keys(upstream):
     assert code == 0
     for k in ("total", "success", "failed", "bytes_received"):
         assert isinstance(r[k], int), k
-    for k in ("success_rate", "requests_per_second", "avg_response_time", "min_response_time",
+    for k in ("success_rate", "requests_per_second", "avg_response_time", "stddev_response_time", "min_response_time",
               "max_response_time", "p50", "p90", "p95", "p99", "p999", "duration_seconds"):
         assert isinstance(r[k], (int, float)), k
     assert 0 <= r["success_rate"] <= 1
@@ -312,9 +313,57 @@ def test_text_report(upstream):
     assert code == 1
     assert err == ""  # no progress line when stderr is not a terminal
     for want in ("Requests sent", "Success rate     0.00 %", "Requests/s", "p50", "p90", "p95", "p99",
-                 "p99.9", "avg", "min", "max", "Status codes", "404     10", "Errors", "connect", "timeout",
-                 "reset", "other", "Bytes received"):
+                 "p99.9", "avg", "stddev", "min", "max", "Status codes", "404     10", "Errors", "connect",
+                 "timeout", "reset", "other", "Bytes received", "Response time histogram (ms)"):
         assert want in out, want
+
+
+def histogram_rows(out):
+    """[(upper bound ms, count, marks)] of the text report's histogram."""
+    section = out.split("Response time histogram (ms)\n", 1)[1].split("\n\n", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        m = re.fullmatch(r"  +(\d+\.\d{3}) \[ *(\d+)\] \|(\u25a0*)", line)
+        assert m, repr(line)
+        rows.append((float(m.group(1)), int(m.group(2)), len(m.group(3))))
+    return rows
+
+
+def test_stddev_and_histogram_of_a_known_spread(upstream):
+    """One connection, 100 ms a response, 20 requests due per second: request
+    k waits for the k before it, so its latency is about 100 + 50 k ms. The
+    standard deviation of n such latencies is 50 * sqrt(n (n + 1) / 12), and
+    they spread evenly over the histogram's rows."""
+    args = ("-q", 20, "-z", "1s", "-c", 1, "--max-concurrent", 1, upstream.url + "/?delay_ms=100")
+    code, r = run_json(*args)
+    assert code == 0
+    n = r["total"]
+    assert 9 <= n <= 13, r
+    assert r["avg_response_time"] == pytest.approx(100 + 25 * (n - 1), rel=0.05), r
+    assert r["stddev_response_time"] == pytest.approx(50 * math.sqrt(n * (n + 1) / 12), rel=0.05), r
+
+    code, out, _ = run_load(*args)
+    assert code == 0
+    m = re.search(r"^  stddev +(\d+\.\d{3})$", out, re.M)
+    assert m and 100 < float(m.group(1)) < 250, out
+    rows = histogram_rows(out)
+    total = int(re.search(r"^Requests sent +(\d+)", out, re.M).group(1))
+    assert 5 <= len(rows) <= 10, out
+    assert sum(c for _, c, _ in rows) == total, out
+    bounds = [b for b, _, _ in rows]
+    assert bounds == sorted(bounds) and len(set(bounds)) == len(bounds), out
+    assert bounds[-1] == float(re.search(r"^  max +(\d+\.\d{3})$", out, re.M).group(1)), out
+    assert max(k for _, _, k in rows) == 40, out  # the fullest row is a full bar
+    assert all((c > 0) == (k > 0) for _, c, k in rows), out
+    assert max(c for _, c, _ in rows) <= 3, out  # an even spread, not a heap
+
+
+def test_stddev_of_a_constant_delay_is_small(upstream):
+    code, r = run_json("-n", 40, "-c", 10, upstream.url + "/?delay_ms=50")
+    assert code == 0
+    sd = r["stddev_response_time"]
+    assert 0 < sd < 20, r
+    assert sd <= (r["max_response_time"] - r["min_response_time"]) / 2 * 1.02, r
 
 
 def run_on_a_terminal(*args):

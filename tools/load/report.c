@@ -1,8 +1,9 @@
 /* report.c — rendering sl_load_summary_t as a table or as JSON.
  *
  * Times are kept in microseconds and shown in milliseconds; the success rate
- * is 0..1 in JSON and a percentage in the table. Percentiles come from the
- * histogram (within 1 %); min, max and the mean are exact. */
+ * is 0..1 in JSON and a percentage in the table. Percentiles and the text
+ * histogram's counts come from the log-linear histogram (within 1 %); min,
+ * max, the mean and the standard deviation are exact. */
 #include "report.h"
 
 #include <jansson.h>
@@ -37,6 +38,44 @@ static double do_rps(const sl_load_summary_t *s)
 static double do_ms(uint64_t us)
 {
 	return (double)us / 1000.0;
+}
+
+#define HIST_ROWS 10
+#define HIST_BAR 40 /* marks for the fullest row */
+
+/* The response-time histogram as hey and oha print it: HIST_ROWS rows of
+ * equal width from the fastest to the slowest response, each row its upper
+ * bound (ms), its count and a bar scaled to the fullest row. A response
+ * lands in the row of its log-linear bucket's upper bound, so near a row's
+ * bound the split is within the buckets' 0.8 %. */
+static void do_print_histogram(FILE *out, const sl_hist_t *h)
+{
+	uint64_t upper[HIST_ROWS], count[HIST_ROWS], most = 0, prev_le = 0;
+	int rows = 0;
+	for (int i = 0; i < HIST_ROWS; i++) {
+		uint64_t bound = h->min + (h->max - h->min) * (uint64_t)(i + 1) / HIST_ROWS;
+		if (rows > 0 && bound == upper[rows - 1])
+			continue; /* a spread of under HIST_ROWS µs has fewer rows */
+		uint64_t le = sl_hist_count_le(h, bound);
+		upper[rows] = bound;
+		count[rows] = le - prev_le;
+		prev_le = le;
+		if (count[rows] > most)
+			most = count[rows];
+		rows++;
+	}
+	int width = snprintf(NULL, 0, "%llu", (unsigned long long)most);
+	fprintf(out, "\nResponse time histogram (ms)\n");
+	for (int i = 0; i < rows; i++) {
+		/* a row with any response shows at least one mark */
+		uint64_t marks = count[i] ? (count[i] * HIST_BAR + most / 2) / most : 0;
+		if (count[i] && marks == 0)
+			marks = 1;
+		fprintf(out, "  %10.3f [%*llu] |", do_ms(upper[i]), width, (unsigned long long)count[i]);
+		for (uint64_t k = 0; k < marks; k++)
+			fputs("\u25a0", out); /* ■, as hey and oha draw it */
+		fputc('\n', out);
+	}
 }
 
 static void do_describe_load(FILE *out, const sl_load_summary_t *s)
@@ -92,11 +131,13 @@ void sl_load_report_text(FILE *out, const sl_load_summary_t *s)
 		fprintf(out, "  (no responses)\n");
 	} else {
 		fprintf(out, "  avg     %10.3f\n", sl_hist_mean(h) / 1000.0);
+		fprintf(out, "  stddev  %10.3f\n", sl_load_stats_stddev_us(st) / 1000.0);
 		fprintf(out, "  min     %10.3f\n", do_ms(h->min));
 		fprintf(out, "  max     %10.3f\n", do_ms(h->max));
 		for (size_t i = 0; i < NPERCENTILES; i++)
 			fprintf(out, "  %-7s %10.3f\n", percentile_names[i],
 			        do_ms(sl_hist_percentile(h, percentiles[i])));
+		do_print_histogram(out, h);
 	}
 
 	fprintf(out, "\nStatus codes\n");
@@ -153,6 +194,7 @@ int sl_load_report_json(FILE *out, const sl_load_summary_t *s)
 	json_object_set_new(o, "bytes_received", json_integer((json_int_t)st->bytes));
 	json_object_set_new(o, "responses", json_integer((json_int_t)h->total));
 	json_object_set_new(o, "avg_response_time", do_json_ms(sl_hist_mean(h) / 1000.0));
+	json_object_set_new(o, "stddev_response_time", do_json_ms(sl_load_stats_stddev_us(st) / 1000.0));
 	json_object_set_new(o, "min_response_time", do_json_ms(h->total ? do_ms(h->min) : 0));
 	json_object_set_new(o, "max_response_time", do_json_ms(do_ms(h->max)));
 	for (size_t i = 0; i < NPERCENTILES; i++)

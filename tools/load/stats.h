@@ -31,6 +31,12 @@ typedef enum {
 
 typedef struct sl_load_stats {
 	sl_hist_t latency_us;
+	/* the latencies' running mean and sum of squared deviations from it
+	 * (Welford), for an exact standard deviation: the histogram's buckets
+	 * would blur a spread much narrower than the latency itself, and a
+	 * plain sum of squares loses it to cancellation */
+	double latency_mean_us;
+	double latency_m2;
 	uint64_t success;
 	uint64_t failed;
 	uint64_t bytes;       /* every byte received, heads included */
@@ -59,6 +65,10 @@ void sl_load_stats_init(sl_load_stats_t *s);
 /* dst += src (not the pub_* fields). */
 void sl_load_stats_merge(sl_load_stats_t *dst, const sl_load_stats_t *src);
 
+/* The sample standard deviation of the recorded latencies, µs (0 for fewer
+ * than two). */
+double sl_load_stats_stddev_us(const sl_load_stats_t *s);
+
 /* Names of the error kinds, as in the report and the JSON keys. */
 const char *sl_load_stats_err_name(sl_load_err_t kind);
 
@@ -70,6 +80,9 @@ static inline void sl_load_stats_publish(sl_load_stats_t *s)
 static inline void sl_load_stats_response(sl_load_stats_t *s, unsigned status, uint64_t latency_us)
 {
 	sl_hist_record(&s->latency_us, latency_us);
+	double x = (double)latency_us, d = x - s->latency_mean_us;
+	s->latency_mean_us += d / (double)s->latency_us.total;
+	s->latency_m2 += d * (x - s->latency_mean_us);
 	s->status[status < SL_LOAD_STATUS_MAX ? status : 0]++;
 	if (status >= 200 && status < 400)
 		s->success++;
