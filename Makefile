@@ -79,6 +79,12 @@ $(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJ) $(LLHTTP_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $^ $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
 
+# sluice-load's option parser is the load tester's, not the proxy's: it links
+# alone (this explicit rule wins over the pattern above).
+$(BUILD)/tests/test_load_opts: tests/unit/test_load_opts.c $(BUILD)/obj/tools/load/opts.o $(BUILD)/obj/buf.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itools/load $^ $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
+
 run: deps all
 	scripts/run.sh
 

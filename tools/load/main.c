@@ -55,8 +55,10 @@ static void do_raise_fd_limit(unsigned connections)
 	}
 }
 
-/* Waits for every worker, drawing the progress line once a second if asked. */
-static void do_wait(run_state_t *rs, sl_load_worker_t **workers, unsigned n, uint64_t start_ns, bool progress)
+/* Waits for every worker, drawing the progress line once a second if asked
+ * (with the open loop's shortfall when the run has a rate). */
+static void do_wait(run_state_t *rs, sl_load_worker_t **workers, unsigned n, uint64_t start_ns, bool progress,
+                    bool open_loop)
 {
 	uint64_t last_done = 0, last_ns = start_ns;
 	uv_mutex_lock(&rs->lock);
@@ -67,15 +69,13 @@ static void do_wait(run_state_t *rs, sl_load_worker_t **workers, unsigned n, uin
 		}
 		if (uv_cond_timedwait(&rs->cond, &rs->lock, 1000000000) != UV_ETIMEDOUT)
 			continue;
-		uint64_t done = 0, errors = 0, now = uv_hrtime();
-		for (unsigned i = 0; i < n; i++) {
-			const sl_load_stats_t *st = sl_load_worker_stats(workers[i]);
-			done += atomic_load_explicit(&st->pub_done, memory_order_relaxed);
-			errors += atomic_load_explicit(&st->pub_errors, memory_order_relaxed);
-		}
-		double rate = (double)(done - last_done) * 1e9 / (double)(now - last_ns);
-		sl_load_report_progress(stderr, (double)(now - start_ns) / 1e9, done, rate, errors);
-		last_done = done;
+		uint64_t now = uv_hrtime();
+		sl_load_progress_t p = {0};
+		for (unsigned i = 0; i < n; i++)
+			sl_load_worker_progress(workers[i], now, &p);
+		double rate = (double)(p.done - last_done) * 1e9 / (double)(now - last_ns);
+		sl_load_report_progress(stderr, (double)(now - start_ns) / 1e9, &p, rate, open_loop);
+		last_done = p.done;
 		last_ns = now;
 	}
 	uv_mutex_unlock(&rs->lock);
@@ -105,7 +105,9 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN); /* a peer's reset is an error to count, not death */
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
-	do_raise_fd_limit(opts.concurrent);
+	/* the closed loop keeps its connections; the open loop may grow them */
+	unsigned max_connections = opts.rate > 0 ? opts.max_concurrent : opts.concurrent;
+	do_raise_fd_limit(max_connections);
 
 	sl_load_plan_t plan = {
 	    .addr = (const struct sockaddr *)&target.addr,
@@ -115,6 +117,7 @@ int main(int argc, char **argv)
 	    .keepalive = target.keepalive,
 	    .threads = opts.threads,
 	    .connections = opts.concurrent,
+	    .max_connections = max_connections,
 	    .total = opts.total_requests,
 	    .timeout_ns = (uint64_t)(opts.timeout * 1e9),
 	    .rate = opts.rate,
@@ -146,7 +149,7 @@ int main(int argc, char **argv)
 			sl_load_worker_interrupt();
 			break;
 		}
-	do_wait(&rs, workers, started, plan.start_ns, isatty(STDERR_FILENO));
+	do_wait(&rs, workers, started, plan.start_ns, isatty(STDERR_FILENO), opts.rate > 0);
 	for (unsigned i = 0; i < started; i++) {
 		sl_load_worker_join(workers[i]);
 		sl_load_stats_merge(sum, sl_load_worker_stats(workers[i]));

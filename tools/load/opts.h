@@ -10,7 +10,8 @@
 
 typedef struct sl_load_opts {
 	const char *url;         /* points into argv */
-	unsigned concurrent;     /* connections, across all threads */
+	unsigned concurrent;     /* connections, across all threads; with --rate, where they start */
+	unsigned max_concurrent; /* with --rate, they may grow up to this (>= concurrent); else 0 */
 	uint64_t total_requests; /* 0 when running for --duration */
 	double duration;         /* seconds; 0 when running for --total-requests */
 	double timeout;          /* seconds, per request (connect included) */

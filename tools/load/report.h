@@ -20,6 +20,9 @@ typedef struct sl_load_summary {
 	bool interrupted;
 } sl_load_summary_t;
 
+/* Open loop: requests sent late plus those never sent (0 in a closed loop). */
+uint64_t sl_load_report_behind(const sl_load_stats_t *st);
+
 /* The success rate, 0..1 (0 when nothing was sent). */
 double sl_load_report_success_rate(const sl_load_stats_t *st);
 
@@ -29,8 +32,9 @@ void sl_load_report_text(FILE *out, const sl_load_summary_t *s);
 int sl_load_report_json(FILE *out, const sl_load_summary_t *s);
 
 /* One line, rewritten in place: elapsed time, requests done, the rate over
- * the last interval, errors. */
-void sl_load_report_progress(FILE *out, double elapsed_s, uint64_t done, double rate, uint64_t errors);
+ * the last interval, errors; in the open loop also the connections and how
+ * many requests are behind schedule. */
+void sl_load_report_progress(FILE *out, double elapsed_s, const sl_load_progress_t *p, double rate, bool open_loop);
 
 /* Erases the progress line. */
 void sl_load_report_progress_clear(FILE *out);

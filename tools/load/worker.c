@@ -6,9 +6,17 @@
  * place that starts requests: it pairs the next due request with a free
  * connection, preferring an open one, until it runs out of either. It runs
  * at start, when a connection becomes free, and (open loop) when the pace
- * timer says the next request is due. A request that is due while no
- * connection is free simply stays due; its latency is measured from when it
- * was due, so the wait counts (no coordinated omission).
+ * timer says the next request is due.
+ *
+ * Open loop: a request that is due while no connection is free gets a new
+ * one, up to the worker's share of --max-concurrent (`maxconns`); the
+ * `conns` array is allocated at that size up front so that a connection
+ * never moves (libuv holds pointers to its handles), and calloc leaves the
+ * unused tail untouched. Only at the cap does a due request stay due: the
+ * worker is then `behind`, and every request it sends until the schedule
+ * is ahead again (the next one not yet due) counts as late. Its latency is
+ * measured from when it was due, so the wait counts (no coordinated
+ * omission).
  *
  * Socket states: CLOSED -> CONNECTING -> OPEN -> CLOSING -> CLOSED. A busy
  * connection that fails is closed; on_close() returns it to `cold`, and the
@@ -20,7 +28,8 @@
  * connections a few times per --timeout.
  *
  * Invariants: inflight == number of busy connections; a connection is on a
- * list iff it is free and its socket is OPEN (idle) or CLOSED (cold).
+ * list iff it is free and its socket is OPEN (idle) or CLOSED (cold);
+ * nconns <= maxconns, and conns[nconns..maxconns) were never used.
  */
 #include "worker.h"
 
@@ -72,8 +81,9 @@ struct sl_load_worker {
 	uv_poll_t pace_poll; /* ...or a timerfd, to the ns, where there is one */
 	int pace_fd;         /* -1 without */
 	uv_buf_t request;
-	conn_t *conns;
-	unsigned nconns;
+	conn_t *conns;   /* maxconns of them, the first nconns in use */
+	unsigned nconns; /* closed loop: fixed; open loop: grows up to maxconns */
+	unsigned maxconns;
 	unsigned lost;     /* connections that could not even be initialised */
 	conn_t *idle;      /* free, socket open: used first */
 	conn_t *cold;      /* free, socket closed */
@@ -83,8 +93,12 @@ struct sl_load_worker {
 	uint64_t pace_due; /* what the pace timer is armed for; 0 when not */
 	double ns_per_req; /* open loop: schedule spacing of the whole run */
 	bool pumping;      /* do_pump() is on the stack */
+	bool behind;       /* open loop: a due request found every allowed connection busy */
 	bool finishing;    /* all done: handles are closing */
 	sl_load_stats_t stats;
+	/* open loop, for the progress line: when the oldest request still
+	 * waiting for a connection was due; 0 when none is */
+	_Atomic uint64_t pub_wait_since;
 	char rbuf[READ_BUF_SIZE]; /* every read of this thread lands here, parsed at once */
 };
 
@@ -321,7 +335,7 @@ static void do_connect(conn_t *c)
 		sl_load_stats_error(&w->stats, SL_LOAD_ERR_OTHER);
 		c->busy = false;
 		w->inflight--;
-		if (++w->lost == w->nconns)
+		if (++w->lost == w->maxconns)
 			w->limit = w->issued;
 		return;
 	}
@@ -331,6 +345,18 @@ static void do_connect(conn_t *c)
 	rc = uv_tcp_connect(&c->connect_req, &c->tcp, w->plan->addr, on_connect);
 	if (rc)
 		do_fail(c, SL_LOAD_ERR_CONNECT);
+}
+
+/* Open loop: a request is due and every connection is busy, but the cap
+ * allows one more. Its socket opens when the request is dispatched on it. */
+static conn_t *do_grow(sl_load_worker_t *w)
+{
+	conn_t *c = &w->conns[w->nconns++];
+	c->w = w;
+	c->tcp.data = c;
+	w->stats.connections = w->nconns;
+	atomic_store_explicit(&w->stats.pub_connections, w->nconns, memory_order_relaxed);
+	return c;
 }
 
 /* c is free; give it the request that was due at `intended`. */
@@ -453,6 +479,7 @@ static void do_pump(sl_load_worker_t *w, uint64_t now)
 				break;
 			}
 			if (due > now) {
+				w->behind = false; /* caught up with the schedule */
 				do_arm_pace(w, due, now);
 				break;
 			}
@@ -461,19 +488,31 @@ static void do_pump(sl_load_worker_t *w, uint64_t now)
 			break;
 		}
 		conn_t *c = w->idle ? w->idle : w->cold;
+		if (!c && w->nconns < w->maxconns)
+			c = do_grow(w);
 		if (!c) {
-			/* open loop past the end with every connection busy: the
-			 * target cannot keep up with --rate; what is still due is
-			 * reported as unsent rather than prolonging the run */
-			if (w->ns_per_req > 0 && now >= w->plan->end_ns) {
-				w->stats.unsent = do_count_unsent(w);
-				w->limit = w->issued;
+			/* open loop, every connection allowed is busy: the request
+			 * waits for one to come free, and past the end what is
+			 * still due is reported as unsent rather than prolonging
+			 * the run */
+			if (w->ns_per_req > 0) {
+				w->behind = true;
+				if (now >= w->plan->end_ns) {
+					w->stats.unsent = do_count_unsent(w);
+					w->limit = w->issued;
+				}
 			}
 			break;
+		}
+		if (w->behind) {
+			w->stats.late++;
+			atomic_store_explicit(&w->stats.pub_late, w->stats.late, memory_order_relaxed);
 		}
 		do_dispatch(c, due, now);
 	}
 	w->pumping = false;
+	uint64_t waiting = w->behind && w->issued < w->limit ? do_intended(w, w->issued) : 0;
+	atomic_store_explicit(&w->pub_wait_since, waiting, memory_order_relaxed);
 	if (w->issued >= w->limit && w->inflight == 0)
 		do_finish(w);
 }
@@ -550,12 +589,23 @@ sl_load_worker_t *sl_load_worker_new(const sl_load_plan_t *plan, unsigned index,
 	/* every T-th request of the run, starting with the index-th */
 	w->limit = plan->total ? (plan->total > index ? (plan->total - index + t - 1) / t : 0) : UINT64_MAX;
 	w->nconns = plan->connections / t + (index < plan->connections % t);
-	if (w->nconns > w->limit)
-		w->nconns = (unsigned)w->limit;
-	if (plan->rate > 0)
+	w->maxconns = w->nconns;
+	if (plan->rate > 0) {
 		w->ns_per_req = 1e9 / plan->rate;
+		/* split like the connections, so the shares add up to the cap */
+		unsigned share = plan->max_connections / t + (index < plan->max_connections % t);
+		if (share > w->maxconns)
+			w->maxconns = share;
+	}
+	if (w->maxconns > w->limit)
+		w->maxconns = (unsigned)w->limit;
+	if (w->nconns > w->maxconns)
+		w->nconns = w->maxconns;
 	sl_load_stats_init(&w->stats);
-	w->conns = calloc(w->nconns ? w->nconns : 1, sizeof(*w->conns));
+	w->stats.connections = w->nconns;
+	atomic_init(&w->stats.pub_connections, w->nconns);
+	atomic_init(&w->pub_wait_since, 0);
+	w->conns = calloc(w->maxconns ? w->maxconns : 1, sizeof(*w->conns));
 	if (!w->conns) {
 		free(w);
 		return NULL;
@@ -589,6 +639,21 @@ void sl_load_worker_free(sl_load_worker_t *w)
 		return;
 	free(w->conns);
 	free(w);
+}
+
+void sl_load_worker_progress(const sl_load_worker_t *w, uint64_t now, sl_load_progress_t *p)
+{
+	const sl_load_stats_t *st = &w->stats;
+	p->done += atomic_load_explicit(&st->pub_done, memory_order_relaxed);
+	p->errors += atomic_load_explicit(&st->pub_errors, memory_order_relaxed);
+	p->connections += atomic_load_explicit(&st->pub_connections, memory_order_relaxed);
+	p->behind += atomic_load_explicit(&st->pub_late, memory_order_relaxed);
+	/* the requests waiting now: this worker's share of the schedule from
+	 * the oldest one's due time to now (nothing is due at or after the end) */
+	uint64_t since = atomic_load_explicit(&w->pub_wait_since, memory_order_relaxed);
+	uint64_t until = now < w->plan->end_ns ? now : w->plan->end_ns - 1;
+	if (since && until >= since)
+		p->behind += (uint64_t)((double)(until - since) / (w->ns_per_req * w->plan->threads)) + 1;
 }
 
 void sl_load_worker_interrupt(void)

@@ -3,8 +3,10 @@
  * The run is described once by an sl_load_plan_t, shared read-only by all
  * workers; worker i of T takes every T-th request of the global sequence
  * (closed loop: its share of --total-requests; open loop: requests i, i+T,
- * i+2T... of the schedule start + j / rate) and its share of the
- * connections. */
+ * i+2T... of the schedule start + j / rate, so each thread paces rate / T)
+ * and its share of the connections, and in the open loop its share of
+ * max_connections to grow into: the threads grow independently, so
+ * together they never exceed it. */
 #ifndef SL_LOAD_WORKER_H
 #define SL_LOAD_WORKER_H
 
@@ -18,13 +20,14 @@ typedef struct sl_load_plan {
 	const struct sockaddr *addr; /* resolved once, at start */
 	const char *request;         /* pre-formatted, never modified */
 	size_t request_len;
-	bool head;            /* responses to HEAD carry no body */
-	bool keepalive;       /* false: a new connection per request */
-	unsigned threads;     /* T */
-	unsigned connections; /* across all threads */
-	uint64_t total;       /* requests; 0 when running for a duration */
-	uint64_t start_ns;    /* uv_hrtime() epoch of the run and of the schedule */
-	uint64_t end_ns;      /* duration: nothing is started at or after it; else UINT64_MAX */
+	bool head;                /* responses to HEAD carry no body */
+	bool keepalive;           /* false: a new connection per request */
+	unsigned threads;         /* T */
+	unsigned connections;     /* across all threads; open loop: to start with */
+	unsigned max_connections; /* open loop: may grow up to this; closed loop: == connections */
+	uint64_t total;           /* requests; 0 when running for a duration */
+	uint64_t start_ns;        /* uv_hrtime() epoch of the run and of the schedule */
+	uint64_t end_ns;          /* duration: nothing is started at or after it; else UINT64_MAX */
 	uint64_t timeout_ns;
 	double rate; /* requests per second across all threads; 0 = closed loop */
 } sl_load_plan_t;
@@ -48,6 +51,10 @@ void sl_load_worker_join(sl_load_worker_t *w);
 const sl_load_stats_t *sl_load_worker_stats(const sl_load_worker_t *w);
 
 void sl_load_worker_free(sl_load_worker_t *w);
+
+/* Adds the worker's live counts, as of `now` (uv_hrtime()), into *p: callable
+ * from any thread while it runs; relaxed, so a count may lag a little. */
+void sl_load_worker_progress(const sl_load_worker_t *w, uint64_t now, sl_load_progress_t *p);
 
 /* Asks every worker to stop soon: nothing new is sent, requests in flight
  * are abandoned uncounted. Async-signal-safe (one atomic store). */
