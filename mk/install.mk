@@ -20,7 +20,7 @@ MANDIR  ?= $(PREFIX)/share/man
 DOCDIR  ?= $(PREFIX)/share/doc/sluice
 INSTALL ?= install
 
-SL_INSTALL_DOCS := docs/guide.md docs/design.md
+SL_INSTALL_DOCS := docs/guide.md docs/design.md docs/reference.md
 
 .PHONY: install uninstall
 install: all
