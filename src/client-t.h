@@ -26,6 +26,7 @@
 #include "buf.h"
 #include "deadline.h"
 #include "http1.h"
+#include "retry.h"
 #include "list.h"
 #include "upstream.h"
 
@@ -97,6 +98,8 @@ typedef struct sl_request {
 		sl_upconn_t *up;       /* NULL once the exchange ended or was dropped */
 		bool up_backlogged;    /* the upstream's queue is full: stop reading the client */
 		bool req_head_pending; /* the request head waits in `out` for this read's body bytes */
+		bool status_retry;     /* a 502/503/504 head was refused to retry: `retry` holds the decision */
+		sl_retry_verdict_t retry;
 	} a;
 } sl_request_t;
 

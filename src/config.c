@@ -113,8 +113,8 @@ static const opt_t options[] = {
 	{"max-retries", NULL, 0, OPT_COUNT, 0, FIELD(max_retries), 0, 10, "2", "N",
 	 "extra attempts after a failed one"},
 	{"retry-on-timeout", NULL, 0, OPT_BOOL, 0, FIELD(retry_on_timeout), 0, 0, NULL, NULL,
-	 "also retry idempotent requests after a read timeout (by default only connect failures, resets and "
-	 "5xx answers are retried)"},
+	 "also retry idempotent requests after a read timeout (by default a read timeout is answered 504 at "
+	 "once)"},
 	{"request-timeout", NULL, 0, OPT_SECONDS, 0, FIELD(request_timeout), 0, DAY, "0", "SEC",
 	 "the whole request from arrival to the answer's head: queue wait, attempts and backoff; 504 "
 	 "when it passes; 0 means none"},

@@ -750,8 +750,15 @@ static int on_up_head(void *owner, const sl_http_msg_t *resp)
 		 * funnel allows (it will decide the same way in on_up_error). */
 		sl_up_failure_t f = {.kind = SL_UP_ERROR_STATUS, .status = resp->status, .request_written = true};
 		sl_attempt_t a = attempt_of(c, &f);
-		if (sl_retry_decide(cfg_of(c), &a, 0.5).action != SL_RETRY_ANSWER)
+		sl_retry_verdict_t v = sl_retry_decide(cfg_of(c), &a, sl_worker_random(c->w));
+		if (v.action != SL_RETRY_ANSWER) {
+			/* decided once: the answer is dropped, so on_up_error must not
+			 * decide again (a new backoff draw could no longer fit the
+			 * deadline, leaving nothing to answer with) */
+			q->a.status_retry = true;
+			q->a.retry = v;
 			return -1;
+		}
 	}
 	do_tell_breaker(c, !sl_retry_is_upstream_failure(SL_UP_ERROR_STATUS, resp->status));
 	q->r.status = resp->status;
@@ -889,7 +896,9 @@ static void on_up_error(void *owner, const sl_up_failure_t *f)
 		q->r.response_started = q->r.interim_sent;
 	}
 	sl_attempt_t a = attempt_of(c, f);
-	sl_retry_verdict_t v = sl_retry_decide(cfg_of(c), &a, sl_worker_random(c->w));
+	sl_retry_verdict_t v = f->kind == SL_UP_ERROR_STATUS && q->a.status_retry
+	                           ? q->a.retry
+	                           : sl_retry_decide(cfg_of(c), &a, sl_worker_random(c->w));
 	sl_error_kind_t kind = kind_of(f);
 	if (c->state != CL_TUNNEL && v.action != SL_RETRY_NOW) {
 		/* Not a stale pooled connection (the upstream's idle close: routine)

@@ -464,12 +464,12 @@ def test_prometheus_names_match_the_reference(start_sluice, upstream, tmp_path):
     assert len(types) > 20, body[:500]
     problems = []
     for doc in (REFERENCE, GUIDE):
-        for name in sorted(set(re.findall(r"(?<![\w-])(sluice_[a-z0-9_]+)", read(doc)))):
+        for name in sorted(set(re.findall(r"(?<![\w-])((?:sluice|process)_[a-z0-9_]+)", read(doc)))):
             if family_of(name, types) is None:
                 problems.append("%s names %s, which /proxy-metrics/prometheus does not serve" % (rel(doc), name))
     rows = {}
     for cells in table_rows(section(read(REFERENCE), r"GET /proxy-metrics/prometheus", level=3)):
-        names = re.findall(r"`(sluice_[a-z0-9_]+)`", cells[0])
+        names = re.findall(r"`((?:sluice|process)_[a-z0-9_]+)`", cells[0])
         for n in names:
             rows[n] = cells
     for family, kind in sorted(types.items()):

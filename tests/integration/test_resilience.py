@@ -252,6 +252,19 @@ def test_get_upstream_5xx_every_attempt_is_relayed_after_all_attempts(start_upst
     assert len(deliveries(up, target)) == 3  # max_retries + 1
 
 
+def test_upstream_5xx_near_the_deadline_is_still_the_upstreams_answer(start_upstream, start_sluice):
+    """The decision to retry a 502/503/504 is made once, at its head: a
+    second draw of the backoff that no longer fits the request's deadline
+    used to leave sluice with the upstream's answer dropped and nothing to
+    say but a 503 of its own."""
+    up = start_upstream()
+    sl = start_sluice(up.port, max_retries=3, request_timeout=1, retry_backoff_factor=1.5, retry_backoff_max=2,
+                      circuit_breaker_threshold=1000)
+    for i in range(12):
+        r, _ = one(sl.port, "GET", "/s?status=503&size=10&key=%s" % key())
+        assert r.status == 503 and r.body == pattern(10), "not the upstream's own answer: %s" % describe(r)
+
+
 @pytest.mark.parametrize("status", [502, 503, 504])
 def test_post_upstream_5xx_is_relayed_at_once(start_upstream, start_sluice, status):
     up = start_upstream()
