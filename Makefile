@@ -25,10 +25,11 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -DSL_VERSION='"$(VERSION)"' \
            $(if $(filter off,$(METRICS)),-DSL_NO_METRICS) \
            $(if $(SAN),,-DNDEBUG)
 LDFLAGS += -pthread $(SAN)
-LDLIBS  += -luv -ljansson -lm
+LDLIBS  += -luv -ljansson -lhiredis -lm
 
 SRC        := $(wildcard src/*.c)
-CORE_OBJ   := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(filter-out src/main.c,$(SRC))) $(BUILD)/obj/gen/dashboard.o
+CORE_OBJ   := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(filter-out src/main.c,$(SRC))) $(BUILD)/obj/gen/dashboard.o \
+              $(BUILD)/obj/gen/cluster_lua.o
 LLHTTP_OBJ := $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
 UP_OBJ     := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/upstream/*.c))
 LOAD_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/load/*.c))
@@ -53,6 +54,16 @@ $(BUILD)/gen/dashboard.c: src/dashboard.html
 	@{ echo '#include <stddef.h>'; echo 'const char sl_dashboard_html[] = {'; \
 	   od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0};'; \
 	   echo "const size_t sl_dashboard_html_len = sizeof sl_dashboard_html - 1;"; } > $@
+
+# So is the Redis script of --redis-url, as a C string.
+$(BUILD)/gen/cluster_lua.c: src/cluster.lua
+	@mkdir -p $(dir $@)
+	@{ echo 'const char sl_cluster_lua[] = {'; \
+	   od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0};'; } > $@
+
+$(BUILD)/obj/gen/cluster_lua.o: $(BUILD)/gen/cluster_lua.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/gen/dashboard.o: $(BUILD)/gen/dashboard.c
 	@mkdir -p $(dir $@)

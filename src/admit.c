@@ -153,11 +153,12 @@ sl_admit_result_t sl_admit_cancel(sl_admit_t *a, sl_admit_waiter_t *w)
 	return r;
 }
 
-uint32_t sl_admit_reject_all(sl_admit_t *a)
+uint32_t sl_admit_reject_all(sl_admit_t *a, int reason)
 {
 	uint32_t n = 0;
 	pthread_mutex_lock(&a->lock);
 	while (!sl_list_empty(&a->queue)) {
+		sl_list_entry(a->queue.next, sl_admit_waiter_t, link)->reason = reason;
 		do_hand_out(a, SL_ADMIT_REJECTED);
 		n++;
 	}

@@ -26,7 +26,7 @@ typedef enum {
 	SL_ADMIT_GRANTED, /* the caller holds a slot: release it when done */
 	SL_ADMIT_QUEUED,  /* waiting: the waiter's callback will say what happened */
 	SL_ADMIT_FULL,    /* the queue is full: answer 503 queue_full */
-	SL_ADMIT_REJECTED /* (callback only) flushed from the queue: circuit open */
+	SL_ADMIT_REJECTED /* (callback only) flushed from the queue: w->reason says why */
 } sl_admit_result_t;
 
 typedef struct sl_admit_inbox sl_admit_inbox_t;
@@ -39,7 +39,8 @@ struct sl_admit_waiter {
 	sl_admit_cb cb;
 	uint64_t queued_at; /* uv_hrtime() when queued */
 	sl_admit_result_t result;
-	int where; /* internal: nowhere / queued / in the inbox */
+	int reason; /* with SL_ADMIT_REJECTED: the caller's code given to sl_admit_reject_all */
+	int where;  /* internal: nowhere / queued / in the inbox */
 };
 
 /* A worker's end of the hand-off. */
@@ -90,8 +91,9 @@ void sl_admit_release(sl_admit_t *a);
  * callback ran, hands nothing over again). */
 sl_admit_result_t sl_admit_cancel(sl_admit_t *a, sl_admit_waiter_t *w);
 
-/* Rejects every queued waiter (the breaker opened). Returns how many. */
-uint32_t sl_admit_reject_all(sl_admit_t *a);
+/* Rejects every queued waiter (the breaker opened, the cluster became
+ * unavailable); each gets `reason` in w->reason. Returns how many. */
+uint32_t sl_admit_reject_all(sl_admit_t *a, int reason);
 
 /* A consistent copy of the counters. */
 void sl_admit_get_stats(sl_admit_t *a, sl_admit_stats_t *out);

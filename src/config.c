@@ -26,6 +26,7 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "cluster.h"
 
 #ifndef SL_VERSION
 #define SL_VERSION "0.0.0"
@@ -73,6 +74,7 @@ typedef struct {
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const abort_names[] = {"drain", "cancel", NULL};
 static const char *const access_format_names[] = {"text", "json", NULL};
+static const char *const fallback_names[] = {"static", "closed", NULL};
 
 /* Durations that may be 0 are those where 0 means "do not wait" rather than
  * "fail at once": backoffs and the shutdown drain; or "none": the request
@@ -162,6 +164,16 @@ static const opt_t options[] = {
 	 "error, warn, info or debug", level_names},
 	{"check-config", NULL, 0, OPT_FLAG, OPT_CLI_ONLY, FIELD(check_config), 0, 0, NULL, NULL,
 	 "validate flags and file, print the effective settings as JSON, exit 0 (or 2 if invalid)"},
+	{"redis-url", NULL, 0, OPT_STRING, OPT_OPTIONAL, FIELD(redis_url), 0, 0, NULL,
+	 "URL", "share max_concurrent_requests with every replica of the same --cluster-key through Redis: "
+	 "redis://[[user]:password@]host[:port][/db]"},
+	{"cluster-key", NULL, 0, OPT_STRING, OPT_OPTIONAL, FIELD(cluster_key), 0, 0, NULL, "NAME",
+	 "replicas with the same key share one limit; none: target_host:target_port"},
+	{"cluster-lease-ttl", NULL, 0, OPT_SECONDS, 0, FIELD(cluster_lease_ttl), 0.5, 3600, "10", "SEC",
+	 "lifetime of this replica's lease in Redis; a replica that stops renewing loses its slots after it"},
+	{"cluster-fallback", NULL, 0, OPT_CHOICE, 0, FIELD(cluster_fallback), 0, 0, "static", "static|closed",
+	 "Redis unreachable and the lease lapsed: admit floor(N / replicas last seen) (static) or nothing, "
+	 "answering 503 cluster_unavailable (closed)", fallback_names},
 	{"help", NULL, 'h', OPT_HELP, OPT_CLI_ONLY, 0, 0, 0, NULL, NULL, "print this help and exit"},
 	{"version", NULL, 'V', OPT_VERSION, OPT_CLI_ONLY, 0, 0, 0, NULL, NULL,
 	 "print the version and exit"},
@@ -841,6 +853,15 @@ static int check_across(sl_config_t *cfg, const bool *set, char *err, size_t err
 	if (cfg->pool_connections > cfg->pool_maxsize)
 		return fail(err, errlen, "--pool-connections (%d) must not exceed --pool-maxsize (%d)",
 		            cfg->pool_connections, cfg->pool_maxsize);
+	if (cfg->redis_url) {
+		char *host, *user, *password;
+		int port, db;
+		if (sl_cluster_parse_url(cfg->redis_url, &host, &port, &user, &password, &db, err, errlen) < 0)
+			return -1;
+		free(host);
+		free(user);
+		free(password);
+	}
 	if (cfg->admin_port != 0 && cfg->admin_port == cfg->listen_port)
 		return fail(err, errlen, "--admin-port must differ from --listen-port (both are %d)", cfg->admin_port);
 	return 0;

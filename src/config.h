@@ -26,6 +26,9 @@ typedef enum {
 	SL_ABORT_CANCEL /* close the upstream connection and release the slot at once */
 } sl_abort_t;
 
+/* --cluster-fallback */
+typedef enum { SL_FALLBACK_STATIC, SL_FALLBACK_CLOSED } sl_fallback_t;
+
 /* --access-log-format */
 typedef enum { SL_ACCESS_TEXT, SL_ACCESS_JSON } sl_access_format_t;
 
@@ -66,6 +69,10 @@ typedef struct sl_config {
 	double shutdown_timeout;
 	char *access_log; /* NULL = none, "-" = stdout */
 	sl_access_format_t access_log_format;
+	char *redis_url;          /* NULL: no cluster; the limit is this process's alone */
+	char *cluster_key;        /* NULL: target_host:target_port */
+	double cluster_lease_ttl; /* seconds */
+	sl_fallback_t cluster_fallback;
 	sl_log_level_t log_level;
 	bool check_config;
 } sl_config_t;

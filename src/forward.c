@@ -94,7 +94,7 @@ static void do_tell_breaker(sl_client_t *c, bool upstream_ok)
 	q->r.breaker_told = true;
 	sl_server_t *s = c->w->server;
 	if (sl_breaker_record(&s->breaker, upstream_ok, q->r.probe, sl_client_now(c))) {
-		uint32_t n = sl_admit_reject_all(&s->admit);
+		uint32_t n = sl_admit_reject_all(&s->admit, SL_REJECT_CIRCUIT_OPEN);
 		if (n)
 			sl_info("released %u queued requests with 503 circuit_open", n);
 	}
@@ -338,6 +338,7 @@ static void do_reject(sl_client_t *c, sl_reject_t why)
 	    [SL_REJECT_QUEUE_TIMEOUT] = "the request waited too long for the upstream; retry later",
 	    [SL_REJECT_CIRCUIT_OPEN] = "the upstream is failing and requests are paused; retry later",
 	    [SL_REJECT_TUNNEL_LIMIT] = "too many tunnels are open; retry later",
+	    [SL_REJECT_CLUSTER_UNAVAILABLE] = "the cluster's shared limit cannot be reached; retry later",
 	};
 	sl_request_t *q = c->req;
 	const sl_http_msg_t *req = &q->parser.msg;
@@ -500,7 +501,7 @@ static void do_admitted(sl_client_t *c, sl_admit_result_t result)
 	q->r.queue_ns = uv_hrtime() - q->waiter.queued_at;
 	sl_metrics_queue_wait(&c->w->metrics, q->r.queue_ns / 1000, sl_client_now(c));
 	if (result != SL_ADMIT_GRANTED) {
-		do_reject(c, SL_REJECT_CIRCUIT_OPEN);
+		do_reject(c, (sl_reject_t)q->waiter.reason); /* the breaker opened, or the cluster closed */
 		return;
 	}
 	q->r.has_slot = true;
@@ -517,7 +518,7 @@ static void do_tunnel_admitted(sl_client_t *c, sl_admit_result_t result)
 	sl_request_t *q = c->req;
 	q->r.tunnel_queued = false;
 	if (result != SL_ADMIT_GRANTED) {
-		sl_forward_end(c, SL_OUTCOME_REJECTED, SL_REJECT_CIRCUIT_OPEN, SL_END_CUT);
+		sl_forward_end(c, SL_OUTCOME_REJECTED, (sl_reject_t)q->waiter.reason, SL_END_CUT);
 		return;
 	}
 	q->r.has_slot = true;
@@ -586,6 +587,10 @@ void sl_forward_head(sl_client_t *c)
 			return;
 		}
 		q->r.tunnel_counted = true;
+	}
+	if (atomic_load_explicit(&c->w->server->cluster_closed, memory_order_relaxed)) {
+		do_reject(c, SL_REJECT_CLUSTER_UNAVAILABLE); /* --cluster-fallback closed, Redis gone */
+		return;
 	}
 	sl_breaker_verdict_t verdict = sl_breaker_allow(&c->w->server->breaker, sl_client_now(c));
 	q->r.probe = verdict == SL_BREAKER_PROBE;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "cluster.h"
 #include "config.h"
 #include "log.h"
 #include "worker.h"
@@ -30,10 +31,13 @@ typedef struct {
 	uv_timer_t shutdown_timer;
 	uv_async_t worker_exited;
 	sl_config_t *first_cfg; /* the settings at start (static storage) */
+	sl_cluster_t cluster;   /* with --redis-url: the lease (server.cluster points here) */
 } sl_main_t;
 
 static void do_close_main_handles(sl_main_t *m)
 {
+	if (m->server.cluster)
+		sl_cluster_stop(m->server.cluster); /* our slots go back to the other replicas now */
 	uv_close((uv_handle_t *)&m->sigterm, NULL);
 	uv_close((uv_handle_t *)&m->sigint, NULL);
 	uv_close((uv_handle_t *)&m->sigusr1, NULL);
@@ -60,10 +64,11 @@ static void on_shutdown_timeout(uv_timer_t *t)
  * the running values and says that a restart is needed. */
 static void do_keep_restart_only(sl_config_t *next, const sl_config_t *cur)
 {
-	char **strs[] = {&next->listen_host, &next->target_host, &next->access_log};
-	char *const olds[] = {cur->listen_host, cur->target_host, cur->access_log};
-	const char *const snames[] = {"listen_host", "target_host", "access_log"};
-	for (int i = 0; i < 3; i++) {
+	char **strs[] = {&next->listen_host, &next->target_host, &next->access_log, &next->redis_url,
+	                 &next->cluster_key};
+	char *const olds[] = {cur->listen_host, cur->target_host, cur->access_log, cur->redis_url, cur->cluster_key};
+	const char *const snames[] = {"listen_host", "target_host", "access_log", "redis_url", "cluster_key"};
+	for (int i = 0; i < 5; i++) {
 		bool same =
 		    (*strs[i] == NULL && olds[i] == NULL) || (*strs[i] && olds[i] && strcmp(*strs[i], olds[i]) == 0);
 		if (same)
@@ -72,14 +77,24 @@ static void do_keep_restart_only(sl_config_t *next, const sl_config_t *cur)
 		free(*strs[i]);
 		*strs[i] = olds[i] ? sl_strdup(olds[i]) : NULL;
 	}
-	int *ints[] = {&next->listen_port, &next->target_port, &next->workers, &next->admin_port};
-	const int oldi[] = {cur->listen_port, cur->target_port, cur->workers, cur->admin_port};
-	const char *const inames[] = {"listen_port", "target_port", "workers", "admin_port"};
-	for (int i = 0; i < 4; i++) {
+	int *ints[] = {&next->listen_port, &next->target_port, &next->workers, &next->admin_port,
+	               (int *)&next->cluster_fallback};
+	const int oldi[] = {cur->listen_port, cur->target_port, cur->workers, cur->admin_port,
+	                    (int)cur->cluster_fallback};
+	const char *const inames[] = {"listen_port", "target_port", "workers", "admin_port", "cluster_fallback"};
+	for (int i = 0; i < 5; i++) {
 		if (*ints[i] != oldi[i]) {
 			sl_warn("SIGHUP: %s changed; it takes effect after a restart", inames[i]);
 			*ints[i] = oldi[i];
 		}
+	}
+	if (next->reuse_port != cur->reuse_port) {
+		sl_warn("SIGHUP: reuse_port changed; it takes effect after a restart");
+		next->reuse_port = cur->reuse_port;
+	}
+	if (next->cluster_lease_ttl != cur->cluster_lease_ttl) {
+		sl_warn("SIGHUP: cluster_lease_ttl changed; it takes effect after a restart");
+		next->cluster_lease_ttl = cur->cluster_lease_ttl;
 	}
 }
 
@@ -136,8 +151,14 @@ static void do_reload(sl_main_t *m)
 	uint64_t gen = __atomic_load_n(&s->cfg_gen, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->cfg, next, __ATOMIC_RELEASE);
 	__atomic_store_n(&s->cfg_gen, gen + 1, __ATOMIC_RELEASE);
-	/* a raised limit admits queued requests at once */
-	sl_admit_set_limits(&s->admit, (uint32_t)next->max_concurrent_requests, (uint32_t)next->max_queue_size);
+	/* a raised limit admits queued requests at once; with a cluster, the
+	 * lease decides the local limit and N goes to the controller */
+	if (s->cluster) {
+		sl_cluster_set_limit(s->cluster, (uint32_t)next->max_concurrent_requests);
+		sl_admit_set_limits(&s->admit, s->cluster->applied_limit, (uint32_t)next->max_queue_size);
+	} else {
+		sl_admit_set_limits(&s->admit, (uint32_t)next->max_concurrent_requests, (uint32_t)next->max_queue_size);
+	}
 	m->retired = sl_realloc(m->retired, (size_t)(m->nretired + 1) * sizeof *m->retired);
 	m->retired[m->nretired++] = (struct retired){cur, gen};
 	for (int i = 0; i < s->nworkers; i++)
@@ -237,6 +258,15 @@ int main(int argc, char **argv)
 			fprintf(stderr, "sluice: %s\n", err);
 			return 1;
 		}
+	}
+	/* The cluster's lease before any request: the local limit is 0 until
+	 * Redis first answers. */
+	if (cfg.redis_url) {
+		if (sl_cluster_start(&m.cluster, m.loop, &m.server, err, sizeof err) != 0) {
+			fprintf(stderr, "sluice: %s\n", err);
+			return 1;
+		}
+		m.server.cluster = &m.cluster;
 	}
 	/* Every worker is ready before any runs: a running worker reads the
 	 * others' counters for the admin endpoints. */

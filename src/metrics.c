@@ -52,6 +52,7 @@ const char *sl_error_kind_name(sl_error_kind_t kind)
 	    "queue_timeout",
 	    "circuit_open",
 	    "tunnel_limit",
+	    "cluster_unavailable",
 	    "shutdown",
 	};
 	return names[kind];

@@ -39,6 +39,7 @@ typedef enum {
 	SL_REJECT_QUEUE_TIMEOUT,
 	SL_REJECT_CIRCUIT_OPEN,
 	SL_REJECT_TUNNEL_LIMIT,
+	SL_REJECT_CLUSTER_UNAVAILABLE,
 	SL_REJECT_COUNT
 } sl_reject_t;
 
@@ -72,9 +73,13 @@ typedef enum {
 	SL_EK_QUEUE_TIMEOUT,
 	SL_EK_CIRCUIT_OPEN,
 	SL_EK_TUNNEL_LIMIT,
+	SL_EK_CLUSTER_UNAVAILABLE,
 	SL_EK_SHUTDOWN, /* cut by the end of a shutdown */
 	SL_EK_COUNT
 } sl_error_kind_t;
+
+_Static_assert(SL_EK_CLUSTER_UNAVAILABLE - SL_EK_QUEUE_FULL == SL_REJECT_CLUSTER_UNAVAILABLE,
+               "the rejection kinds follow sl_reject_t's order");
 
 #define SL_EK_UPSTREAM_COUNT SL_EK_UPSTREAM_STATUS /* SL_EK_DNS .. SL_EK_UPSTREAM_STATUS */
 

@@ -79,6 +79,9 @@ sl_snapshot_t *sl_snapshot_take(sl_server_t *s)
 	snap->tunnels_open = tunnels > 0 ? (uint64_t)tunnels : 0;
 	snap->limit_reached = atomic_load_explicit(&s->limit_reached, memory_order_relaxed);
 	snap->draining = atomic_load(&s->shutdown_phase) >= 1;
+	snap->has_cluster = s->cluster != NULL;
+	if (s->cluster)
+		sl_cluster_get_stats(s->cluster, &snap->cluster);
 	do_process_stats(s, snap);
 	return snap;
 }
@@ -136,9 +139,23 @@ static json_t *hist_ms_json(const sl_hist_t *h)
 
 json_t *sl_report_health(const sl_snapshot_t *snap)
 {
-	return json_pack("{s:s, s:s, s:I, s:I}", "status", sl_snapshot_status(snap), "circuit_state",
-	                 sl_breaker_state_name(snap->breaker_state), "active", (json_int_t)snap->admit.active, "queued",
-	                 (json_int_t)snap->admit.queued);
+	json_t *h = json_pack("{s:s, s:s, s:I, s:I}", "status", sl_snapshot_status(snap), "circuit_state",
+	                      sl_breaker_state_name(snap->breaker_state), "active", (json_int_t)snap->admit.active,
+	                      "queued", (json_int_t)snap->admit.queued);
+	if (snap->has_cluster)
+		json_object_set_new(h, "cluster", json_string(sl_cluster_state_name(snap->cluster.state)));
+	return h;
+}
+
+/* The cluster object of /proxy-metrics (with --redis-url). */
+static json_t *cluster_json(const sl_snapshot_t *snap)
+{
+	const sl_cluster_stats_t *c = &snap->cluster;
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "state", sl_cluster_state_name(c->state),
+	                 "replicas", (json_int_t)c->replicas, "lease", (json_int_t)c->lease, "in_use",
+	                 (json_int_t)snap->admit.active, "limit", (json_int_t)c->limit, "lease_changes",
+	                 (json_int_t)c->lease_changes, "redis_errors", (json_int_t)c->redis_errors, "redis_commands",
+	                 (json_int_t)c->redis_commands);
 }
 
 /* The Python service's `metrics` object, so existing monitors keep working. */
@@ -201,6 +218,8 @@ json_t *sl_report_json(const sl_snapshot_t *snap)
 		json_object_set_new(failures, sl_error_kind_name((sl_error_kind_t)(SL_EK_DNS + i)),
 		                    json_integer((json_int_t)m->upstream_failures[i]));
 	json_object_set_new(root, "version", json_string(SL_VERSION));
+	if (snap->has_cluster)
+		json_object_set_new(root, "cluster", cluster_json(snap));
 	json_object_set_new(root, "responses", responses);
 	json_object_set_new(root, "upstream_failures", failures);
 	json_object_set_new(json_object_get(root, "connections"), "limit_reached",
@@ -355,6 +374,30 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 	do_metric(out, "sluice_access_log_dropped_lines_total", "counter",
 	          "Access log lines dropped because the disk did not keep up.", (double)snap->access_log_dropped);
 	do_metric(out, "sluice_uptime_seconds", "gauge", "Seconds since sluice started.", snap->uptime_s);
+	if (snap->has_cluster) {
+		const sl_cluster_stats_t *c = &snap->cluster;
+		do_family(out, "sluice_cluster_state", "gauge",
+		          "1 for the cluster lease's current state, 0 for the others.");
+		for (int st = SL_CLUSTER_STARTING; st <= SL_CLUSTER_UNAVAILABLE; st++) {
+			char label[48];
+			snprintf(label, sizeof label, "state=\"%s\"", sl_cluster_state_name((sl_cluster_state_t)st));
+			do_sample(out, "sluice_cluster_state", label, c->state == (sl_cluster_state_t)st);
+		}
+		do_metric(out, "sluice_cluster_replicas", "gauge",
+		          "Live replicas sharing the limit, this one included.", (double)c->replicas);
+		do_metric(out, "sluice_cluster_lease_slots", "gauge", "Slots this replica may use now.",
+		          (double)c->lease);
+		do_metric(out, "sluice_cluster_slots_in_use", "gauge", "Slots this replica uses now.",
+		          (double)snap->admit.active);
+		do_metric(out, "sluice_cluster_limit", "gauge", "The limit shared by all replicas.", (double)c->limit);
+		do_metric(out, "sluice_cluster_lease_changes_total", "counter",
+		          "Answers from Redis that changed the lease.", (double)c->lease_changes);
+		do_metric(out, "sluice_cluster_redis_errors_total", "counter",
+		          "Lease requests to Redis that failed (error, timeout, lost connection).",
+		          (double)c->redis_errors);
+		do_metric(out, "sluice_cluster_redis_commands_total", "counter", "Lease requests sent to Redis.",
+		          (double)c->redis_commands);
+	}
 	do_family(out, "sluice_build_info", "gauge", "Always 1; the version of this sluice as a label.");
 	sl_buf_printf(out, "sluice_build_info{version=\"%s\"} 1\n", SL_VERSION);
 	do_metric(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",

@@ -15,6 +15,7 @@
 #include "admit.h"
 #include "breaker.h"
 #include "buf.h"
+#include "cluster.h"
 #include "config.h"
 #include "metrics.h"
 
@@ -34,6 +35,8 @@ typedef struct sl_snapshot {
 	uint64_t access_log_dropped; /* lines dropped (disk too slow) */
 	uint64_t limit_reached;      /* times max_connections was reached (episodes) */
 	bool draining;               /* SIGTERM came: finishing what is in flight */
+	bool has_cluster;            /* --redis-url */
+	sl_cluster_stats_t cluster;
 	struct {                     /* the process, as Prometheus' process collector reports it */
 		double cpu_seconds;  /* user + system */
 		double start_time_s; /* Unix time of the start */

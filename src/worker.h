@@ -94,12 +94,14 @@ struct sl_server {
 	atomic_uint_fast64_t limit_reached; /* times max_connections was reached (episodes) */
 	atomic_bool at_limit;               /* accepting paused at max_connections: logged once per episode */
 	atomic_int paused_listeners;        /* listeners paused for want of room: closes wake their workers */
-	atomic_int workers_done;   /* draining workers with nothing left (worker 0 then closes the admin port) */
-	atomic_uint pool_idle;     /* idle upstream connections, all workers (pool.h) */
-	atomic_int tunnels;        /* CONNECT tunnels open (or being opened), all workers */
-	sl_admit_t admit;          /* slots and queue, all workers */
-	sl_breaker_t breaker;      /* the circuit breaker, all workers */
-	atomic_int shutdown_phase; /* 0 running, 1 draining, 2 stopping */
+	atomic_int workers_done;    /* draining workers with nothing left (worker 0 then closes the admin port) */
+	atomic_uint pool_idle;      /* idle upstream connections, all workers (pool.h) */
+	atomic_int tunnels;         /* CONNECT tunnels open (or being opened), all workers */
+	sl_admit_t admit;           /* slots and queue, all workers */
+	sl_breaker_t breaker;       /* the circuit breaker, all workers */
+	struct sl_cluster *cluster; /* --redis-url: the lease on the cluster's slots (main thread), or NULL */
+	atomic_bool cluster_closed; /* the closed fallback is on: answer 503 cluster_unavailable */
+	atomic_int shutdown_phase;  /* 0 running, 1 draining, 2 stopping */
 	atomic_int workers_exited;
 	int access_log_fd;         /* -1: no access log */
 	uv_async_t *worker_exited; /* worker -> main */

@@ -197,10 +197,12 @@ static void test_reject_all(void **state)
 	acquire(f, &b, 1);
 	acquire(f, &c, 2);
 	acquire(f, &d, 3);
-	assert_int_equal(sl_admit_reject_all(&f->admit), 2);
+	assert_int_equal(sl_admit_reject_all(&f->admit, 7), 2);
 	uv_run(&f->loop, UV_RUN_NOWAIT);
 	assert_int_equal(c.result, SL_ADMIT_REJECTED);
 	assert_int_equal(d.result, SL_ADMIT_REJECTED);
+	assert_int_equal(c.w.reason, 7); /* the caller's reason reaches every waiter */
+	assert_int_equal(d.w.reason, 7);
 	sl_admit_stats_t s = stats(f);
 	assert_int_equal(s.queued, 0);
 	assert_int_equal(s.active, 2);
