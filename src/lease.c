@@ -84,8 +84,8 @@ bool sl_lease_tick(sl_lease_t *l, uint64_t now, uint32_t active, uint32_t queued
 	bool ok = trusted(l, now), send = false;
 	if (!ok) {
 		send = true; /* no lease to use: ask */
-	} else if (since >= l->ttl_ms / 3) {
-		send = true; /* heartbeat: renew */
+	} else if (since >= l->ttl_ms / 3 || l->redis_down) {
+		send = true; /* heartbeat: renew; or try again (after the backoff) until Redis answers */
 	} else if (queued > 0 && local == held && active >= held && held < l->limit) {
 		/* starving: every leased slot is busy */
 		send = since >= (l->contended && held >= l->fair ? SL_LEASE_FAIR_GAP_MS : SL_LEASE_MIN_GAP_MS);
