@@ -24,6 +24,9 @@
 # Usage: bench/compare.sh            (env: WORKERS CONNS DURATION WRK_THREADS
 #                                     UPSTREAM=sluice-upstream|nginx UP_WORKERS
 #                                     TARGETS="direct sluice nginx haproxy"
+#                                       (also sluice-redis: sluice with its
+#                                        limit shared through a redis-server
+#                                        started for it, --redis-url)
 #                                     URL_PATH=/ BUILD=build
 #                                     POST_BYTES=N: POST an N-byte JSON body
 #                                     instead of GET, like an LLM call)
@@ -148,7 +151,7 @@ for c in $CONNS; do
 		fi
 		ucpu=$(awk -v d=$((u1 - u0)) -v hz="$HZ" -v r="$reqs" 'BEGIN {printf "%.2f", d / hz / r * 1e6}')
 		CPU[$t,$c]=$pcpu
-		ROWS+=("$(printf '%-8s %6s %10s %9s %9s %7s %12s %12s' "$t" "$c" "$rps" "$p50" "$p99" "$errs" "$pcpu" "$ucpu")")
+		ROWS+=("$(printf '%-12s %6s %10s %9s %9s %7s %12s %12s' "$t" "$c" "$rps" "$p50" "$p99" "$errs" "$pcpu" "$ucpu")")
 		log "$(printf '%-8s c=%-4s %8s req/s' "$t" "$c" "$rps")"
 	done
 done
@@ -163,12 +166,17 @@ echo "wrk $WRK_THREADS threads, ${DURATION}s per run after a 1 s warm-up, $METHO
 	"CPU = utime+stime per request, in microseconds"
 echo "$("$NGINX" -v 2>&1 | sed 's/.*version: //'), $("$HAPROXY" -v | head -1 | awk '{print "HAProxy " $3}')"
 echo
-printf '%-8s %6s %10s %9s %9s %7s %12s %12s\n' target conns req/s p50_ms p99_ms errors proxy_us/req upstr_us/req
+printf '%-12s %6s %10s %9s %9s %7s %12s %12s\n' target conns req/s p50_ms p99_ms errors proxy_us/req upstr_us/req
 printf '%s\n' "${ROWS[@]}"
 echo
 for c in $CONNS; do
 	s=${CPU[sluice,$c]:-}
 	if [ -z "$s" ] || [ "$s" = "-" ]; then continue; fi
+	r=${CPU[sluice-redis,$c]:-}
+	if [ -n "$r" ] && [ "$r" != "-" ]; then
+		awk -v s="$s" -v r="$r" -v c="$c" 'BEGIN {
+			if (s > 0) printf "c=%-4s sluice --redis-url CPU/request / sluice = %.2f%s\n", c, r / s, (r / s <= 1.05 ? "" : "  (over the 1.05 target)") }'
+	fi
 	for o in nginx haproxy; do
 		x=${CPU[$o,$c]:-}
 		if [ -z "$x" ] || [ "$x" = "-" ]; then continue; fi

@@ -149,6 +149,20 @@ start_proxy() { # name
 			--max-concurrent-requests 2000 --max-queue-size 2000 --pool-maxsize 1000 \
 			--max-connections "${MAXCONN:-20000}" "${SLUICE_EXTRA[@]}"
 		;;
+	sluice-redis) # the same sluice, its limit shared through a redis-server of its own (issue 14)
+		if [ -z "${PID[redis]:-}" ]; then
+			command -v redis-server >/dev/null || die "redis-server is not installed (Debian package redis-server)"
+			PORT[redis]=$(free_port)
+			start redis "${PORT[redis]}" redis-server --port "${PORT[redis]}" --bind 127.0.0.1 --save '' \
+				--appendonly no
+		fi
+		PORT[$t]=$(free_port)
+		start "$t" "${PORT[$t]}" "$ROOT/$BUILD/sluice" --listen-host 127.0.0.1 --listen-port "${PORT[$t]}" \
+			--target-host 127.0.0.1 --target-port "$UP_PORT" --workers "$WORKERS" --log-level warn \
+			--max-concurrent-requests 2000 --max-queue-size 2000 --pool-maxsize 1000 \
+			--max-connections "${MAXCONN:-20000}" --redis-url "redis://127.0.0.1:${PORT[redis]}" \
+			--cluster-key "bench-$t-$$" "${SLUICE_EXTRA[@]}"
+		;;
 	nginx)
 		PORT[$t]=$(free_port)
 		mkdir -p "$TMP/$t"

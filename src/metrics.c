@@ -22,8 +22,13 @@
 
 const char *sl_reject_name(sl_reject_t why)
 {
-	static const char *const names[SL_REJECT_COUNT] = {"queue_full", "queue_timeout", "circuit_open",
-	                                                   "tunnel_limit"};
+	static const char *const names[SL_REJECT_COUNT] = {
+	    [SL_REJECT_QUEUE_FULL] = "queue_full",
+	    [SL_REJECT_QUEUE_TIMEOUT] = "queue_timeout",
+	    [SL_REJECT_CIRCUIT_OPEN] = "circuit_open",
+	    [SL_REJECT_TUNNEL_LIMIT] = "tunnel_limit",
+	    [SL_REJECT_CLUSTER_UNAVAILABLE] = "cluster_unavailable",
+	};
 	return names[why];
 }
 

@@ -162,6 +162,13 @@ def one(docs, kind):
     return docs[kind][0][1]
 
 
+def named(docs, kind, name):
+    """The one manifest of this kind with metadata.name == name."""
+    found = [doc for _, doc in docs.get(kind, []) if doc["metadata"]["name"] == name]
+    assert len(found) == 1, "%d %s named %s in deploy/kubernetes" % (len(found), kind, name)
+    return found[0]
+
+
 def container_port(container, port):
     """A probe's or Service's port (a name or a number) as a number."""
     if isinstance(port, int):
@@ -184,7 +191,7 @@ def test_kubernetes_manifests(tmp_path):
     code, cfg, err = check_config(str(cfg_path))
     assert code == 0, err
 
-    dep = one(docs, "Deployment")
+    dep = named(docs, "Deployment", "sluice")
     pod = dep["spec"]["template"]
     spec = pod["spec"]
     (c,) = spec["containers"]
@@ -228,22 +235,36 @@ def test_kubernetes_manifests(tmp_path):
     assert "memory" in limits and "cpu" in c["resources"]["requests"]
 
     # The Service sends clients to the proxy port.
-    svc = one(docs, "Service")
+    svc = named(docs, "Service", "sluice")
     assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     (sp,) = svc["spec"]["ports"]
     assert container_port(c, sp["targetPort"]) == cfg["listen_port"]
 
     # The HPA scales this Deployment, and its maximum respects the upstream:
-    # maxReplicas x per-pod limit <= the upstream's capacity, which
-    # examples/proxy_config.json gives as its max_concurrent_requests.
+    # the pods share one limit through Redis, the upstream's capacity, which
+    # examples/proxy_config.json gives as its max_concurrent_requests (without
+    # redis_url, maxReplicas x per-pod limit would have to stay below it).
     hpa = one(docs, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
     ref = hpa["spec"]["scaleTargetRef"]
     assert (ref["kind"], ref["name"]) == ("Deployment", dep["metadata"]["name"])
     assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in hpa["spec"]["metrics"])
     _, example, _ = check_config(EXAMPLE)
-    assert hpa["spec"]["maxReplicas"] * cfg["max_concurrent_requests"] <= example["max_concurrent_requests"]
+    if cfg["redis_url"]:
+        assert cfg["max_concurrent_requests"] <= example["max_concurrent_requests"]
+    else:
+        assert hpa["spec"]["maxReplicas"] * cfg["max_concurrent_requests"] <= example["max_concurrent_requests"]
     assert hpa["spec"]["minReplicas"] <= dep["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
+
+    # The Redis the config names is the one the kit ships: its Service, on
+    # its port, in front of its Deployment.
+    if cfg["redis_url"]:
+        m = re.match(r"redis://(?:[^@]*@)?([^:/]+)(?::(\d+))?", cfg["redis_url"])
+        host, port = m.group(1), int(m.group(2) or 6379)
+        rsvc = named(docs, "Service", host)
+        rdep = named(docs, "Deployment", host)
+        assert rsvc["spec"]["selector"].items() <= rdep["spec"]["template"]["metadata"]["labels"].items()
+        assert any(p["port"] == port for p in rsvc["spec"]["ports"]), rsvc["spec"]["ports"]
 
 
 def test_kustomization_lists_every_manifest():

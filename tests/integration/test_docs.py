@@ -20,9 +20,14 @@ Each failure message lists exactly what is missing or wrong.
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
+import time
 
-from conftest import BUILD, ROOT, http_get
+import pytest
+
+from conftest import BUILD, ROOT, free_port, http_get
 
 DOCS = os.path.join(ROOT, "docs")
 REFERENCE = os.path.join(DOCS, "reference.md")
@@ -401,17 +406,42 @@ def lookup(obj, path):
     return True
 
 
-def busy_sluice(start_sluice, upstream, tmp_path):
-    """A sluice that has forwarded, failed and refused something."""
-    s = start_sluice(upstream.port, access_log=str(tmp_path / "access.log"), max_retries=0)
+@pytest.fixture
+def redis_url():
+    """A redis-server of our own, so the cluster's fields are served too."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not listen"
+                time.sleep(0.05)
+        yield "redis://127.0.0.1:%d" % port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def busy_sluice(start_sluice, upstream, tmp_path, redis_url):
+    """A sluice in a cluster (of one) that has forwarded, failed and refused
+    something."""
+    s = start_sluice(upstream.port, access_log=str(tmp_path / "access.log"), max_retries=0, redis_url=redis_url)
     assert http_get(s.url + "/?size=10")[0] == 200
     assert http_get(s.url + "/?status=500")[0] == 500
     assert http_get(s.url + "/?fail=reset")[0] == 502
     return s
 
 
-def test_metrics_json_fields_match_the_reference(start_sluice, upstream, tmp_path):
-    s = busy_sluice(start_sluice, upstream, tmp_path)
+def test_metrics_json_fields_match_the_reference(start_sluice, upstream, tmp_path, redis_url):
+    s = busy_sluice(start_sluice, upstream, tmp_path, redis_url)
     status, _, body = http_get(s.url + "/proxy-metrics")
     assert status == 200
     live = json.loads(body)
@@ -456,8 +486,8 @@ def family_of(name, types):
     return None
 
 
-def test_prometheus_names_match_the_reference(start_sluice, upstream, tmp_path):
-    s = busy_sluice(start_sluice, upstream, tmp_path)
+def test_prometheus_names_match_the_reference(start_sluice, upstream, tmp_path, redis_url):
+    s = busy_sluice(start_sluice, upstream, tmp_path, redis_url)
     status, headers, body = http_get(s.url + "/proxy-metrics/prometheus")
     assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
     types, labels = prometheus_families(body.decode())

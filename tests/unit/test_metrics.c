@@ -150,6 +150,22 @@ static void test_workers_are_summed(void **state)
 	free(b);
 }
 
+/* Every reason and kind has its name: a reason added to the enum without
+ * one would print "(null)" in the metrics and the access log. */
+static void test_every_reason_and_kind_is_named(void **state)
+{
+	for (int i = 0; i < SL_REJECT_COUNT; i++) {
+		assert_non_null(sl_reject_name((sl_reject_t)i));
+		for (int j = 0; j < i; j++)
+			assert_string_not_equal(sl_reject_name((sl_reject_t)i), sl_reject_name((sl_reject_t)j));
+	}
+	for (int i = 0; i < SL_EK_COUNT; i++)
+		assert_non_null(sl_error_kind_name((sl_error_kind_t)i));
+	assert_string_equal(sl_reject_name(SL_REJECT_CLUSTER_UNAVAILABLE), "cluster_unavailable");
+	assert_string_equal(sl_error_kind_name(SL_EK_QUEUE_FULL + SL_REJECT_CLUSTER_UNAVAILABLE),
+	                    "cluster_unavailable");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -157,6 +173,7 @@ int main(void)
 	    cmocka_unit_test(test_recent_latency_follows_a_spike),
 	    cmocka_unit_test(test_recent_window_edges),
 	    cmocka_unit_test(test_workers_are_summed),
+	    cmocka_unit_test(test_every_reason_and_kind_is_named),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
