@@ -275,6 +275,17 @@ static void do_metric(sl_buf_t *out, const char *name, const char *type, const c
 	do_sample(out, name, NULL, value);
 }
 
+/* A state as a gauge family: one sample per state, 1 for the current one. */
+static void do_states(sl_buf_t *out, const char *name, const char *help, const char *const *names, int n, int current)
+{
+	do_family(out, name, "gauge", help);
+	for (int i = 0; i < n; i++) {
+		char label[48];
+		snprintf(label, sizeof label, "state=\"%s\"", names[i]);
+		do_sample(out, name, label, i == current);
+	}
+}
+
 /* Bucket bounds in seconds, from fast answers to LLM-style minutes. */
 static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                 1,     2.5,    5,     10,   30,    60,   120, 300};
@@ -356,12 +367,11 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 	          (double)snap->pool_created);
 	do_metric(out, "sluice_pool_connections_reused_total", "counter", "Requests sent on a pooled connection.",
 	          (double)snap->pool_reused);
-	do_family(out, "sluice_circuit_breaker_state", "gauge", "1 for the breaker's current state, 0 for the others.");
-	for (int st = SL_BREAKER_CLOSED; st <= SL_BREAKER_HALF_OPEN; st++) {
-		char label[48];
-		snprintf(label, sizeof label, "state=\"%s\"", sl_breaker_state_name((sl_breaker_state_t)st));
-		do_sample(out, "sluice_circuit_breaker_state", label, snap->breaker_state == (sl_breaker_state_t)st);
-	}
+	const char *breaker_states[] = {sl_breaker_state_name(SL_BREAKER_CLOSED),
+	                                sl_breaker_state_name(SL_BREAKER_OPEN),
+	                                sl_breaker_state_name(SL_BREAKER_HALF_OPEN)};
+	do_states(out, "sluice_circuit_breaker_state", "1 for the breaker's current state, 0 for the others.",
+	          breaker_states, 3, (int)snap->breaker_state - SL_BREAKER_CLOSED);
 	do_metric(out, "sluice_circuit_breaker_consecutive_failures", "gauge",
 	          "Failed requests in a row, counted after their retries.", (double)snap->consecutive_failures);
 	do_metric(out, "sluice_circuit_breaker_opened_total", "counter", "Times the breaker opened.",
@@ -376,13 +386,11 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 	do_metric(out, "sluice_uptime_seconds", "gauge", "Seconds since sluice started.", snap->uptime_s);
 	if (snap->has_cluster) {
 		const sl_cluster_stats_t *c = &snap->cluster;
-		do_family(out, "sluice_cluster_state", "gauge",
-		          "1 for the cluster lease's current state, 0 for the others.");
-		for (int st = SL_CLUSTER_STARTING; st <= SL_CLUSTER_UNAVAILABLE; st++) {
-			char label[48];
-			snprintf(label, sizeof label, "state=\"%s\"", sl_cluster_state_name((sl_cluster_state_t)st));
-			do_sample(out, "sluice_cluster_state", label, c->state == (sl_cluster_state_t)st);
-		}
+		const char *cluster_states[SL_CLUSTER_UNAVAILABLE + 1];
+		for (int st = 0; st <= SL_CLUSTER_UNAVAILABLE; st++)
+			cluster_states[st] = sl_cluster_state_name((sl_cluster_state_t)st);
+		do_states(out, "sluice_cluster_state", "1 for the cluster lease's current state, 0 for the others.",
+		          cluster_states, SL_CLUSTER_UNAVAILABLE + 1, (int)c->state);
 		do_metric(out, "sluice_cluster_replicas", "gauge",
 		          "Live replicas sharing the limit, this one included.", (double)c->replicas);
 		do_metric(out, "sluice_cluster_lease_slots", "gauge", "Slots this replica may use now.",
