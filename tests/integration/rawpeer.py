@@ -157,34 +157,47 @@ def _closing(answer):
     return answer.status >= 400 or any(v.lower() == b"close" for v in conn)
 
 
+def read_answers(s, methods, timeout=3.0, wait_for_close=False, overall=True):
+    """Reads from socket s until the peer closes, `timeout` passes (in all,
+    or with overall=False without a byte), or every answer to `methods` has
+    arrived (with wait_for_close: and, after a refusal or Connection: close,
+    the close); returns (answers, leftover bytes, closed), parsed strictly."""
+    got, closed = bytearray(), False
+    deadline = time.monotonic() + timeout
+    s.settimeout(timeout)
+    while not overall or time.monotonic() < deadline:
+        if overall:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            b = s.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            closed = True
+            break
+        if not b:
+            closed = True
+            break
+        got += b
+        answers, _ = parse_responses(bytes(got), methods, eof=False)
+        if len(answers) == len(methods) and not (wait_for_close and any(_closing(a) for a in answers)):
+            break
+    answers, rest = parse_responses(bytes(got), methods, eof=closed)
+    return answers, rest, closed
+
+
 def exchange(port, data, methods, timeout=3.0, host="127.0.0.1"):
     """Sends raw bytes to sluice, reads until it closes, `timeout` passes
     quietly or every answer to `methods` has arrived (and, after a refusal
     or Connection: close, the close); returns (answers, leftover bytes,
     closed, elapsed). Answers are parsed strictly."""
-    got, closed = bytearray(), False
     started = time.monotonic()
     with socket.create_connection((host, port), timeout=timeout) as s:
         try:
             s.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        while True:
-            try:
-                b = s.recv(65536)
-            except socket.timeout:
-                break
-            except ConnectionResetError:
-                closed = True
-                break
-            if not b:
-                closed = True
-                break
-            got += b
-            answers, _ = parse_responses(bytes(got), methods, eof=False)
-            if len(answers) == len(methods) and not any(_closing(a) for a in answers):
-                break
-    answers, rest = parse_responses(bytes(got), methods, eof=closed)
+        answers, rest, closed = read_answers(s, methods, timeout, wait_for_close=True, overall=False)
     return answers, rest, closed, time.monotonic() - started
 
 

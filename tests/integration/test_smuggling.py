@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+import rawpeer
+
 from rawpeer import RawUpstream, exchange, ok_answer
 from strict_http import parse_requests
 
@@ -278,28 +280,7 @@ def test_response_framing_differential(raw_upstream, start_sluice, name):
 
 
 def read_answers(s, methods, timeout=3.0):
-    from strict_http import parse_responses
-    got = bytearray()
-    deadline = time.monotonic() + timeout
-    closed = False
-    while time.monotonic() < deadline:
-        s.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            b = s.recv(65536)
-        except socket.timeout:
-            break
-        except ConnectionResetError:
-            closed = True
-            break
-        if not b:
-            closed = True
-            break
-        got += b
-        answers, _ = parse_responses(bytes(got), methods, eof=False)
-        if len(answers) == len(methods):
-            return answers
-    answers, _ = parse_responses(bytes(got), methods, eof=closed)
-    return answers
+    return rawpeer.read_answers(s, methods, timeout)[0]  # within `timeout` in all
 
 
 def test_interim_answers_not_sent_to_http10(raw_upstream, start_sluice):
