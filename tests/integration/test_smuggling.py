@@ -19,7 +19,6 @@ import time
 import pytest
 
 import rawpeer
-
 from rawpeer import RawUpstream, exchange, ok_answer
 from strict_http import parse_requests
 
