@@ -23,7 +23,7 @@
 const char *sl_reject_name(sl_reject_t why)
 {
 	static const char *const names[SL_REJECT_COUNT] = {"queue_full", "queue_timeout", "circuit_open",
-	                                                   "tunnel_limit"};
+	                                                   "tunnel_limit", "cluster_unavailable"};
 	return names[why];
 }
 
