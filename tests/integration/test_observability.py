@@ -457,7 +457,8 @@ def test_counters_move_exactly_after_a_known_mix(start_upstream, start_sluice, t
                 "retries": 0, "circuit_open_rejections": 0}
     got = {k: req.get(k) for k in expected}
     assert got == expected, "sluice A requests: expected %r, got %r" % (expected, req)
-    assert req.get("rejected_by") == {"queue_full": R, "queue_timeout": 0, "circuit_open": 0, "tunnel_limit": 0}, req
+    assert req.get("rejected_by") == {"queue_full": R, "queue_timeout": 0, "circuit_open": 0, "tunnel_limit": 0,
+                                        "cluster_unavailable": 0}, req
     assert req.get("client_closed") == 0, req
     assert approx(m["success_rate"], success / (total - R)), m["success_rate"]
     assert 0 < m["uptime_seconds"] < 120
@@ -534,7 +535,8 @@ def test_counters_move_exactly_after_a_known_mix(start_upstream, start_sluice, t
                 "retries": 3, "circuit_open_rejections": C}
     got = {k: req.get(k) for k in expected}
     assert got == expected, "sluice B requests: expected %r, got %r" % (expected, req)
-    assert req.get("rejected_by") == {"queue_full": 0, "queue_timeout": 0, "circuit_open": C, "tunnel_limit": 0}, req
+    assert req.get("rejected_by") == {"queue_full": 0, "queue_timeout": 0, "circuit_open": C, "tunnel_limit": 0,
+                                        "cluster_unavailable": 0}, req
     assert approx(m["success_rate"], 1 / 3), m["success_rate"]
     cb = m["circuit_breaker"]
     assert cb == {"state": "open", "consecutive_failures": 2, "opened_total": 1}, cb
