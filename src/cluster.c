@@ -207,7 +207,8 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
 	redisReply *reply = r;
 	if (!c->lease.in_flight || ac != c->ac)
 		return; /* the connection is being dropped: do_drop accounts for it */
-	uv_timer_stop(&c->guard);
+	if (!c->stopping)
+		uv_timer_stop(&c->guard); /* (when stopping, it bounds the release that follows) */
 	uint64_t now = now_ms(c);
 	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
 		do_redis_error(c, reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "an unexpected answer");
@@ -275,6 +276,8 @@ static void on_disconnected(const redisAsyncContext *ac, int status)
 	if (!c->stopping)
 		do_redis_error(c, ac->errstr[0] ? ac->errstr : "connection closed");
 	do_drop(c);
+	if (c->stopping && !uv_is_closing((uv_handle_t *)&c->guard))
+		uv_close((uv_handle_t *)&c->guard, NULL); /* the release is done: the loop can end */
 }
 
 static void do_open(sl_cluster_t *c, const char *ip)
