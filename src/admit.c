@@ -35,6 +35,24 @@ static void do_hand_out(sl_admit_t *a, sl_admit_result_t result)
 	uv_async_send(&w->inbox->async);
 }
 
+static uint32_t do_limit(const sl_admit_t *a)
+{
+	return a->fence_ns && uv_hrtime() >= a->fence_ns ? 0 : a->limit;
+}
+
+void sl_admit_set_fence(sl_admit_t *a, uint64_t fence_ns)
+{
+	pthread_mutex_lock(&a->lock);
+	a->fence_ns = fence_ns;
+	uint32_t limit = do_limit(a);
+	while (a->active < limit && !sl_list_empty(&a->queue)) {
+		a->active++;
+		do_hand_out(a, SL_ADMIT_GRANTED);
+	}
+	do_note_peaks(a);
+	pthread_mutex_unlock(&a->lock);
+}
+
 void sl_admit_init(sl_admit_t *a, uint32_t limit, uint32_t max_queue)
 {
 	memset(a, 0, sizeof *a);
@@ -54,7 +72,8 @@ void sl_admit_set_limits(sl_admit_t *a, uint32_t limit, uint32_t max_queue)
 	pthread_mutex_lock(&a->lock);
 	a->limit = limit;
 	a->max_queue = max_queue;
-	while (a->active < a->limit && !sl_list_empty(&a->queue)) {
+	uint32_t eff = do_limit(a);
+	while (a->active < eff && !sl_list_empty(&a->queue)) {
 		a->active++;
 		do_hand_out(a, SL_ADMIT_GRANTED);
 	}
@@ -98,7 +117,7 @@ sl_admit_result_t sl_admit_acquire(sl_admit_t *a, sl_admit_waiter_t *w, sl_admit
 {
 	sl_admit_result_t r;
 	pthread_mutex_lock(&a->lock);
-	if (sl_list_empty(&a->queue) && a->active < a->limit) {
+	if (sl_list_empty(&a->queue) && a->active < do_limit(a)) {
 		a->active++;
 		r = SL_ADMIT_GRANTED;
 	} else if (a->queued >= a->max_queue) {
@@ -125,7 +144,7 @@ void sl_admit_release(sl_admit_t *a)
 		sl_error("admission: a slot was released that nobody held");
 		return;
 	}
-	if (a->active <= a->limit && !sl_list_empty(&a->queue))
+	if (!sl_list_empty(&a->queue) && a->active <= do_limit(a))
 		do_hand_out(a, SL_ADMIT_GRANTED); /* the slot changes hands; active stays */
 	else
 		a->active--;

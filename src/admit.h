@@ -62,6 +62,7 @@ typedef struct sl_admit {
 	uint32_t limit, max_queue;
 	uint32_t active, queued; /* under the lock, like every field here (sl_admit_get_stats copies them) */
 	uint32_t peak_active, peak_queued;
+	uint64_t fence_ns; /* 0: none; from this uv_hrtime() on, nothing is admitted (a lease's trust ends) */
 } sl_admit_t;
 
 void sl_admit_init(sl_admit_t *a, uint32_t limit, uint32_t max_queue);
@@ -70,6 +71,11 @@ void sl_admit_dispose(sl_admit_t *a);
 /* New limits (SIGHUP). A raised limit grants queued waiters at once; a
  * lowered one takes effect as slots are released. */
 void sl_admit_set_limits(sl_admit_t *a, uint32_t limit, uint32_t max_queue);
+
+/* From fence_ns (uv_hrtime) on, the limit is 0 until a new fence or limit
+ * is set (0: no fence): the cluster lease's self-fencing, applied on the
+ * admission path itself so that no thread admits on a lapsed lease. */
+void sl_admit_set_fence(sl_admit_t *a, uint64_t fence_ns);
 
 /* A worker's inbox, on its loop (before the loop runs). */
 int sl_admit_inbox_init(sl_admit_inbox_t *in, sl_admit_t *a, uv_loop_t *loop);

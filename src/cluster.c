@@ -149,6 +149,13 @@ static void do_apply(sl_cluster_t *c)
 		c->applied_limit = limit;
 		sl_admit_set_limits(&s->admit, limit, (uint32_t)sl_server_config(s)->max_queue_size);
 	}
+	/* after the limit: a fence lifted must not admit on the old limit */
+	uint64_t fence =
+	    sl_lease_state(&c->lease, now) == SL_CLUSTER_OK ? c->lease.valid_until - c->lease.ttl_ms / 4 : 0;
+	if (fence != c->applied_fence) {
+		c->applied_fence = fence;
+		sl_admit_set_fence(&s->admit, fence * 1000000u);
+	}
 	if (state != c->applied_state) {
 		do_log_state(c, c->applied_state, state, limit);
 		c->applied_state = state;
@@ -210,14 +217,14 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
 	if (!c->stopping)
 		uv_timer_stop(&c->guard); /* (when stopping, it bounds the release that follows) */
 	uint64_t now = now_ms(c);
-	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 6) {
 		do_redis_error(c, reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "an unexpected answer");
 		sl_lease_failed(&c->lease, now);
 		do_apply(c);
 		return;
 	}
-	long long v[5];
-	for (int i = 0; i < 5; i++) {
+	long long v[6];
+	for (int i = 0; i < 6; i++) {
 		if (reply->element[i]->type != REDIS_REPLY_INTEGER) {
 			do_redis_error(c, "an unexpected answer");
 			sl_lease_failed(&c->lease, now);
@@ -227,19 +234,35 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
 		v[i] = reply->element[i]->integer;
 	}
 	c->reconnect_backoff_ms = 0;
+	c->lease.epoch = (uint64_t)v[5];
 	sl_lease_granted(&c->lease, now, (uint32_t)v[0], (uint32_t)v[1], (uint32_t)v[2], v[4] != 0, (uint64_t)v[3]);
 	do_apply(c);
 }
 
 static void do_send(sl_cluster_t *c, const sl_lease_request_t *req)
 {
-	char floor[16], demand[16], ttl[24], limit[16];
+	char floor[16], demand[16], ttl[24], limit[16], epoch[24], keys[2][340];
+	snprintf(epoch, sizeof epoch, "%llu", (unsigned long long)c->lease.epoch);
+	snprintf(keys[0], sizeof keys[0], "%.300s:epoch", c->key);
+	snprintf(keys[1], sizeof keys[1], "%.300s:fence", c->key);
 	snprintf(floor, sizeof floor, "%u", req->floor);
 	snprintf(demand, sizeof demand, "%u", req->demand);
 	snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)c->lease.ttl_ms);
 	snprintf(limit, sizeof limit, "%u", c->lease.limit);
-	const char *argv[] = {"EVAL", sl_cluster_lua, "1", c->key, c->id, floor, demand, ttl, limit};
-	if (redisAsyncCommandArgv(c->ac, on_reply, c, 9, argv, NULL) != REDIS_OK) {
+	const char *argv[] = {"EVAL",
+	                      sl_cluster_lua,
+	                      "3",
+	                      c->key,
+	                      keys[0],
+	                      keys[1],
+	                      c->id,
+	                      floor,
+	                      demand,
+	                      ttl,
+	                      limit,
+	                      epoch,
+	                      req->on_static ? "1" : "0"};
+	if (redisAsyncCommandArgv(c->ac, on_reply, c, 13, argv, NULL) != REDIS_OK) {
 		sl_lease_failed(&c->lease, now_ms(c));
 		do_drop(c);
 		return;

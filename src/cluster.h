@@ -56,6 +56,7 @@ typedef struct sl_cluster {
 	uint64_t reconnect_at;
 	uint32_t reconnect_backoff_ms;
 	uint32_t applied_limit;
+	uint64_t applied_fence; /* ms (uv_now) the lease's trust ends, 0: none */
 	sl_cluster_state_t applied_state;
 	bool stopping;
 	uint64_t command_timeout_ms;

@@ -4,16 +4,30 @@
 --
 -- KEYS[1]  the cluster's hash: field = replica id,
 --          value = "<lease> <expiry ms, Redis time> <demand>"
--- ARGV     id, floor, demand, ttl_ms, limit
---   floor   the least lease to record: what the replica may be using now
---   demand  the slots it could use
--- Returns  {lease, fair, replicas, ttl_ms, contended}
---   lease      recorded: max(floor, min(demand, fair share, slots free))
+-- KEYS[2]  the epoch: set once, never expires; a Redis that lost its data
+--          (restarted empty, failed over without the last writes) has a new
+--          one, and replicas that knew the old one notice
+-- KEYS[3]  the quarantine: while it exists (one TTL), grants are floors only
+-- ARGV     id, floor, demand, ttl_ms, limit, epoch known (0: none), on_static
+--   floor      the least lease to record: what the replica may be using now
+--   demand     the slots it could use
+--   on_static  1 when the replica admits on its static fallback now: it uses
+--              slots no record shows
+-- Returns  {usable, fair, replicas, ttl_ms, contended, epoch}
+--   usable     what the replica may use: the lease recorded,
+--              max(floor, min(demand, fair share, slots free)), but never
+--              more than was free (a floor beyond it is recorded, as those
+--              slots may be in use, and not handed out again)
 --   fair       its max-min fair share of the limit over the live replicas'
 --              demands (ties broken by id, so every replica computes the
 --              same division)
 --   replicas   live replicas, the caller included
 --   contended  1 when the replicas want more than the limit
+--
+-- Quarantine: when the records cannot be trusted to show every slot in use
+-- (a new epoch seen by a replica that knew the old one, or a replica coming
+-- back from its static fallback), nobody gets more than its floor for one
+-- TTL: by then every replica has written what it uses, or its lease lapsed.
 --
 -- Times are Redis's own (TIME), never the replicas' clocks. Records whose
 -- expiry has passed are dropped here: a replica that died gives its slots
@@ -25,6 +39,22 @@ local floor = tonumber(ARGV[2])
 local demand = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
 local limit = tonumber(ARGV[5])
+local known = ARGV[6]
+local on_static = ARGV[7] == '1'
+
+-- Redis lost the records (restarted empty), or replicas admit on their
+-- static fallback: slots are in use that no record shows. For one TTL
+-- (until every lease granted before has been recorded again or has lapsed)
+-- nobody gets more than its floor.
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = tostring(now)
+  redis.call('SET', KEYS[2], epoch)
+end
+if (known ~= '0' and known ~= epoch) or on_static then
+  redis.call('SET', KEYS[3], '1', 'PX', ttl, 'NX')
+end
+local fenced = redis.call('EXISTS', KEYS[3]) == 1
 
 local others = 0
 local live = {{id = id, demand = demand}}
@@ -61,10 +91,11 @@ end
 local free = limit - others
 if free < 0 then free = 0 end
 local lease = math.min(demand, fair, free)
+if fenced then lease = 0 end
 if lease < floor then lease = floor end
 
 redis.call('HSET', KEYS[1], id, lease .. ' ' .. (now + ttl) .. ' ' .. demand)
 redis.call('PEXPIRE', KEYS[1], ttl * 3)
 local contended = 0
 if wanted > limit then contended = 1 end
-return {lease, fair, #live, ttl, contended}
+return {math.min(lease, free), fair, #live, ttl, contended, tonumber(epoch)}

@@ -91,13 +91,22 @@ bool sl_lease_tick(sl_lease_t *l, uint64_t now, uint32_t active, uint32_t queued
 		send = since >= (l->contended && held >= l->fair ? SL_LEASE_FAIR_GAP_MS : SL_LEASE_MIN_GAP_MS);
 	} else if (l->contended && held > l->fair && active < held) {
 		send = since >= SL_LEASE_OVERFAIR_GAP_MS; /* over the fair share: give back what came free */
+	} else if (held > l->limit / (l->replicas > 1 ? l->replicas : 2)) {
+		/* more than an even split: learn soon whether others want slots */
+		send = since >= SL_LEASE_FAIR_GAP_MS;
 	}
-	if (ok && held > want) { /* spare slots */
-		if (l->spare_since == 0)
+	if (ok && held > with_headroom(l, demand)) { /* spare slots, by the demand of now */
+		if (l->spare_since == 0) {
 			l->spare_since = now;
+			l->spare_peak = demand;
+		} else if (demand > l->spare_peak) {
+			l->spare_peak = demand;
+		}
 		uint64_t after = l->contended ? SL_LEASE_SPARE_BUSY_MS : SL_LEASE_SPARE_IDLE_MS;
-		if (now - l->spare_since >= after && since >= SL_LEASE_MIN_GAP_MS)
+		if (now - l->spare_since >= after && since >= SL_LEASE_MIN_GAP_MS) {
 			send = true;
+			want = with_headroom(l, l->spare_peak); /* the demand of the spare period, not of before */
+		}
 	} else {
 		l->spare_since = 0;
 	}
@@ -105,6 +114,7 @@ bool sl_lease_tick(sl_lease_t *l, uint64_t now, uint32_t active, uint32_t queued
 		return false;
 	uint32_t target = l->contended ? min32(want, l->fair) : want;
 	req->demand = want;
+	req->on_static = !ok && l->redis_down && !l->closed;
 	/* keep what we use and want (never more than we hold); without a
 	 * lease, claim exactly what is in use */
 	req->floor = ok ? max32(active, min32(held, target)) : active;

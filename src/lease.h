@@ -20,7 +20,10 @@
  *     trickle of requests does not pay a round trip each): give back;
  *   - over its fair share (max-min fair over the replicas' demands, as the
  *     script computes it): admit no more than the fair share and give back
- *     slots as they come free.
+ *     slots as they come free;
+ *   - holding more than an even split (N / replicas): every
+ *     SL_LEASE_FAIR_GAP_MS, to learn soon that others want slots (a replica
+ *     hears of the others' demand only in answers to its own requests).
  *
  * Safety: Redis's record of our lease is never below what we may be using.
  * A request carries `floor`, the least lease we can accept: our local limit
@@ -66,6 +69,7 @@ const char *sl_cluster_state_name(sl_cluster_state_t s);
 typedef struct sl_lease_request {
 	uint32_t floor;  /* the least lease to record: our local limit until the answer */
 	uint32_t demand; /* slots we could use: busy + queued at their recent peak, with headroom */
+	bool on_static;  /* we admit on the static fallback now: slots Redis does not know of */
 } sl_lease_request_t;
 
 typedef struct sl_lease {
@@ -91,6 +95,8 @@ typedef struct sl_lease {
 	/* demand */
 	uint32_t peak;        /* highest demand since the last request */
 	uint64_t spare_since; /* local ms since the lease has exceeded demand (0: it has not) */
+	uint32_t spare_peak;  /* highest demand since spare_since */
+	uint64_t epoch;       /* Redis's epoch at the last answer (0: none): a new one means Redis lost the records */
 	/* counters (for the metrics) */
 	uint64_t changes; /* answers that changed the lease */
 	uint64_t errors;  /* failed requests */

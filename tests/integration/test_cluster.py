@@ -793,9 +793,26 @@ def test_stop_is_bounded_when_redis_answers_the_lease_but_not_the_release(start_
 SCRIPT = open(os.path.join(ROOT, "src", "cluster.lua")).read()
 
 
-def lease_call(redis, rid, floor, demand, ttl=10000, limit=N, key="script"):
-    """cluster.lua for replica rid: [lease, fair, replicas, ttl, contended]."""
-    return redis.cmd("EVAL", SCRIPT, 1, "sluice:{%s}:leases" % key, rid, floor, demand, ttl, limit)
+def lease_call(redis, rid, floor, demand, ttl=10000, limit=N, key="script", epoch=0, on_static=0):
+    """cluster.lua for replica rid: [usable, fair, replicas, ttl, contended]
+    (the epoch it also returns is dropped)."""
+    base = "sluice:{%s}:leases" % key
+    return redis.cmd("EVAL", SCRIPT, 3, base, base + ":epoch", base + ":fence", rid, floor, demand, ttl, limit,
+                     epoch, on_static)[:5]
+
+
+def test_script_quarantines_after_lost_records(redis):
+    """A replica that knew another epoch (Redis lost its data), or one back
+    from its static fallback: for one TTL nobody gets more than its floor,
+    since slots are in use that no record shows."""
+    base = "sluice:{q}:leases"
+    epoch = redis.cmd("EVAL", SCRIPT, 3, base, base + ":epoch", base + ":fence", "a", 0, 3, 400, N, 0, 0)[5]
+    assert lease_call(redis, "b", 0, 3, ttl=400, key="q", epoch=epoch)[0] == 3  # the same epoch: granted
+    assert lease_call(redis, "c", 2, 5, ttl=400, key="q", epoch=epoch + 1)[0] == 2  # another: its floor only
+    assert lease_call(redis, "d", 0, 5, ttl=400, key="q")[0] == 0  # quarantined, for everyone
+    time.sleep(0.5)
+    assert lease_call(redis, "d", 0, 5, ttl=400, key="q")[0] == 5  # one TTL later: granted
+    assert lease_call(redis, "e", 1, 5, ttl=400, key="q", on_static=1)[0] == 1  # back from the static share
 
 
 def test_script_divides_max_min_fair_and_never_over_the_limit(redis):

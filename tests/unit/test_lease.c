@@ -111,7 +111,7 @@ static void test_spare_slots_go_back_soon_when_others_want_them(void **state)
 	sl_lease_t l;
 	sl_lease_init(&l, N, TTL, false);
 	expect_send(&l, 0, 0, 6);
-	sl_lease_granted(&l, 1, 6, 6, 2, true, TTL);
+	sl_lease_granted(&l, 1, 5, 5, 2, true, TTL); /* an even split: no need to poll */
 	/* the load moved away: after SL_LEASE_SPARE_BUSY_MS the slots go back */
 	expect_quiet(&l, 10, 0, 0);
 	expect_quiet(&l, 10 + SL_LEASE_SPARE_BUSY_MS - 1, 0, 0);
@@ -121,6 +121,34 @@ static void test_spare_slots_go_back_soon_when_others_want_them(void **state)
 	/* the slots are as good as given back: a burst that comes meanwhile
 	 * waits for the answer rather than use them */
 	assert_int_equal(sl_lease_local_limit(&l, 11 + SL_LEASE_SPARE_BUSY_MS), 0);
+}
+
+static void test_more_than_an_even_split_polls_to_learn_of_others(void **state)
+{
+	sl_lease_t l;
+	sl_lease_init(&l, N, 60000, false);
+	expect_send(&l, 0, 0, 20);
+	sl_lease_granted(&l, 1, 10, 10, 3, false, 60000); /* all of it, nobody else asked yet */
+	/* busy, nothing queued, not known to be contended: still ask every
+	 * SL_LEASE_FAIR_GAP_MS, so the others' demand reaches it soon */
+	expect_quiet(&l, SL_LEASE_FAIR_GAP_MS - 1, 10, 0);
+	expect_send(&l, SL_LEASE_FAIR_GAP_MS, 10, 0);
+}
+
+static void test_spare_is_judged_by_the_demand_of_now(void **state)
+{
+	sl_lease_t l;
+	sl_lease_init(&l, N, TTL, false);
+	expect_send(&l, 0, 0, 4);
+	sl_lease_granted(&l, 1, 5, 5, 2, true, TTL);
+	expect_quiet(&l, 50, 5, 0); /* busy: the peak since the last request is 5 */
+	/* the load left: spare at once, though the old peak was 5, and the
+	 * request gives back down to the demand of the spare period */
+	expect_quiet(&l, 60, 0, 0);
+	expect_quiet(&l, 100, 1, 0);
+	sl_lease_request_t r = expect_send(&l, 60 + SL_LEASE_SPARE_BUSY_MS, 0, 0);
+	assert_int_equal(r.demand, 2); /* 1, with headroom */
+	assert_int_equal(r.floor, 2);
 }
 
 static void test_spare_slots_are_kept_a_while_when_nobody_wants_them(void **state)
@@ -272,7 +300,7 @@ static void script(record_t rec[REPLICAS], int id, uint64_t now, const sl_lease_
 	if (l < req->floor)
 		l = req->floor;
 	rec[id] = (record_t){.lease = l, .expiry = now + TTL, .demand = req->demand, .live = true};
-	*lease = l;
+	*lease = l < free_slots ? l : free_slots; /* a floor beyond what is free is recorded, not handed out */
 	*replicas = live;
 	*contended = wanted > N;
 }
@@ -378,6 +406,8 @@ int main(void)
 	    cmocka_unit_test(test_starving_asks_soon_then_slowly_at_its_fair_share),
 	    cmocka_unit_test(test_shrinking_is_our_own_choice_made_first),
 	    cmocka_unit_test(test_spare_slots_go_back_soon_when_others_want_them),
+	    cmocka_unit_test(test_more_than_an_even_split_polls_to_learn_of_others),
+	    cmocka_unit_test(test_spare_is_judged_by_the_demand_of_now),
 	    cmocka_unit_test(test_spare_slots_are_kept_a_while_when_nobody_wants_them),
 	    cmocka_unit_test(test_a_lost_answer_keeps_the_floor),
 	    cmocka_unit_test(test_fence_then_static_share_never_n),
