@@ -232,6 +232,28 @@ static void test_raising_limit_admits_queued_at_once(void **state)
 	assert_int_equal(w[4].result, SL_ADMIT_GRANTED);
 }
 
+/* Past the fence (a cluster lease no longer trusted) nothing is admitted:
+ * not a newcomer, not a waiter a release would have handed a slot to. */
+static void test_fence_admits_nothing_past_it(void **state)
+{
+	fixture_t *f = *state;
+	waiter_t w[4];
+	assert_int_equal(acquire(f, &w[0], 0), SL_ADMIT_GRANTED);
+	sl_admit_set_fence(&f->admit, uv_hrtime() - 1);          /* already past */
+	assert_int_equal(acquire(f, &w[1], 1), SL_ADMIT_QUEUED); /* one place of two free, yet queued */
+	sl_admit_release(&f->admit);
+	uv_run(&f->loop, UV_RUN_NOWAIT);
+	assert_int_equal(w[1].calls, 0);
+	assert_int_equal(stats(f).active, 0);
+	/* a fence in the future changes nothing yet; lifting it admits at once */
+	sl_admit_set_fence(&f->admit, uv_hrtime() + 60 * UINT64_C(1000000000));
+	uv_run(&f->loop, UV_RUN_NOWAIT);
+	assert_int_equal(w[1].result, SL_ADMIT_GRANTED);
+	assert_int_equal(acquire(f, &w[2], 2), SL_ADMIT_GRANTED);
+	sl_admit_set_fence(&f->admit, 0);
+	assert_int_equal(stats(f).active, 2);
+}
+
 /* Several threads, each with its own loop, hammering one admit: the limit
  * is never exceeded and every slot comes back. */
 #define STRESS_THREADS 4
@@ -352,6 +374,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_cancel_after_handoff_returns_the_slot, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel_twice_hands_nothing_twice, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reject_all, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fence_admits_nothing_past_it, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_raising_limit_admits_queued_at_once, setup, teardown),
 	    cmocka_unit_test(test_threads_never_exceed_limit),
 	};
