@@ -63,11 +63,14 @@ metric() { # port jq-path
 evals() { redis-cli -p "$R_PORT" info commandstats | awk -F'[=,:]' '/^cmdstat_eval:/ {print $3}'; }
 
 URL_PATH="/?delay_ms=$DELAY_MS"
+LOADS=()
 # warm-up: pools, leases
 for i in $(seq 1 "$REPLICAS"); do
 	"$ROOT/$BUILD/sluice-load" -c "$CONNS" -z 1s -j "http://127.0.0.1:${SP[i]}$URL_PATH" >/dev/null &
+	LOADS+=($!)
 done
-wait
+wait "${LOADS[@]}" # not a bare wait: the servers are children too
+LOADS=()
 curl -s -X POST "http://127.0.0.1:$UP_PORT/__reset" >/dev/null
 e0=$(evals)
 declare -A C0
@@ -75,8 +78,9 @@ for i in $(seq 1 "$REPLICAS"); do C0[$i]=$(cpu_ticks "${PID[sluice$i]}"); done
 log "steady: $REPLICAS replicas x $CONNS connections, ${DURATION}s"
 for i in $(seq 1 "$REPLICAS"); do
 	"$ROOT/$BUILD/sluice-load" -c "$CONNS" -z "${DURATION}s" -j "http://127.0.0.1:${SP[i]}$URL_PATH" >"$TMP/load$i.json" &
+	LOADS+=($!)
 done
-wait
+wait "${LOADS[@]}"
 e1=$(evals)
 ticks=0
 for i in $(seq 1 "$REPLICAS"); do ticks=$((ticks + $(cpu_ticks "${PID[sluice$i]}") - C0[$i])); done
