@@ -63,8 +63,8 @@ def markdown_files():
     return found
 
 
-def prose_lines(text):
-    """(line number, line) outside fenced code blocks, inline code removed."""
+def unfenced_lines(text):
+    """(line number, line) outside fenced code blocks."""
     fence = None
     for n, line in enumerate(text.split("\n"), 1):
         m = re.match(r"\s*(```+|~~~+)", line)
@@ -75,7 +75,13 @@ def prose_lines(text):
                 fence = None
             continue
         if fence is None:
-            yield n, re.sub(r"(`+)(?:(?!\1).)+?\1", "", line)
+            yield n, line
+
+
+def prose_lines(text):
+    """(line number, line) outside fenced code blocks, inline code removed."""
+    for n, line in unfenced_lines(text):
+        yield n, re.sub(r"(`+)(?:(?!\1).)+?\1", "", line)
 
 
 def github_slug(heading):
@@ -89,20 +95,11 @@ def github_slug(heading):
 
 def headings(path):
     """Heading texts of a Markdown file, in order (code blocks skipped)."""
-    fence = None
     out = []
-    for line in read(path).split("\n"):
-        m = re.match(r"\s*(```+|~~~+)", line)
-        if m:
-            if fence is None:
-                fence = m.group(1)[0] * 3
-            elif m.group(1).startswith(fence):
-                fence = None
-            continue
-        if fence is None:
-            h = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
-            if h:
-                out.append(h.group(1))
+    for _, line in unfenced_lines(read(path)):
+        h = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if h:
+            out.append(h.group(1))
     return out
 
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import BUILD, http_get, raw_exchange, status_of, upstream_stats
-from helpers import wait_until
+from helpers import reset_upstream as reset, upstream_log as log, wait_until
 
 PATTERN = bytes(ord("a") + i % 26 for i in range(26))
 
@@ -155,17 +155,6 @@ def one(port, target, method="GET", **kw):
         return c.response(method)
     finally:
         c.close()
-
-
-def reset(up):
-    status, _, _ = http_get(up.url + "/__reset", method="POST", data=b"")
-    assert status == 200
-
-
-def log(up):
-    status, _, body = http_get(up.url + "/__log")
-    assert status == 200
-    return json.loads(body)
 
 
 # -- plain answers -----------------------------------------------------------
