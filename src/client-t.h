@@ -88,6 +88,7 @@ typedef struct sl_request {
 		bool tunnel_queued;      /* tunnel: client bytes wait for a slot in the admission queue */
 		bool tunnel_awaiting;    /* tunnel: client bytes went up, no upstream byte since */
 		bool stale_retry_used;   /* the free retry on a stale pooled connection */
+		bool retrying;           /* counted in the retry budget's retries in progress (budget.h) */
 		bool outcome_pending;    /* answered to a half-closed client: counted when the linger ends */
 		uint8_t pending_outcome; /* sl_outcome_t, for then */
 		uint8_t error;           /* sl_error_kind_t: why it ended badly, for the access log */

@@ -174,6 +174,12 @@ static const opt_t options[] = {
 	{"cluster-fallback", NULL, 0, OPT_CHOICE, 0, FIELD(cluster_fallback), 0, 0, "static", "static|closed",
 	 "Redis unreachable and the lease lapsed: admit floor(N / replicas last seen) (static) or nothing, "
 	 "answering 503 cluster_unavailable (closed)", fallback_names},
+	/* overload control (issue 15) */
+	{"retry-budget-percent", NULL, 0, OPT_COUNT, 0, FIELD(retry_budget_percent), 0, 100, "20", "P",
+	 "retries in progress at most P % of active + queued requests (or --retry-budget-min, whichever is "
+	 "larger)"},
+	{"retry-budget-min", NULL, 0, OPT_COUNT, 0, FIELD(retry_budget_min), 0, 1000000, "3", "N",
+	 "retries that may always be in progress, whatever the load"},
 	{"help", NULL, 'h', OPT_HELP, OPT_CLI_ONLY, 0, 0, 0, NULL, NULL, "print this help and exit"},
 	{"version", NULL, 'V', OPT_VERSION, OPT_CLI_ONLY, 0, 0, 0, NULL, NULL,
 	 "print the version and exit"},

@@ -32,10 +32,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "accesslog.h"
 #include "admin.h"
 #include "breaker.h"
+#include "budget.h"
 #include "client.h"
 #include "log.h"
 #include "retry.h"
@@ -201,6 +203,10 @@ void sl_forward_end(sl_client_t *c, sl_outcome_t outcome, sl_reject_t why, sl_en
 			sl_metrics_tunnel_active(&c->w->metrics, -1);
 		if (q->r.tunnel_counted)
 			atomic_fetch_sub_explicit(&c->w->server->tunnels, 1, memory_order_relaxed);
+		if (q->r.retrying) {
+			q->r.retrying = false;
+			sl_budget_retry_done(&c->w->server->budget);
+		}
 		if (q->r.probe && !q->r.breaker_told) {
 			q->r.breaker_told = true; /* no verdict: another request may probe */
 			sl_breaker_abandon_probe(&c->w->server->breaker);
@@ -745,17 +751,57 @@ static sl_attempt_t attempt_of(const sl_client_t *c, const sl_up_failure_t *f)
 	return a;
 }
 
+/* The retry budget's word (budget.h) on a retry the funnel wants: a refused
+ * one answers with the failure it had. */
+static sl_retry_verdict_t do_budget(sl_client_t *c, sl_retry_verdict_t v)
+{
+	if (v.action != SL_RETRY_BACKOFF)
+		return v;
+	sl_request_t *q = c->req;
+	sl_server_t *s = c->w->server;
+	const sl_config_t *cfg = cfg_of(c);
+	uint32_t requests = 0;
+	if (!q->r.retrying && !sl_budget_throttled(&s->budget)) {
+		sl_admit_stats_t st;
+		sl_admit_get_stats(&s->admit, &st);
+		requests = st.active + st.queued;
+	}
+	if (sl_budget_try_retry(&s->budget, q->r.retrying, requests, (uint32_t)cfg->retry_budget_percent,
+	                        (uint32_t)cfg->retry_budget_min)) {
+		q->r.retrying = true;
+		return v;
+	}
+	sl_metrics_budget_exhausted(&c->w->metrics);
+	v.action = SL_RETRY_ANSWER;
+	return v;
+}
+
+/* The upstream's Retry-After on a 503, as ms from now (0: none, or not
+ * readable). */
+static uint64_t retry_after_of(const sl_http_msg_t *resp)
+{
+	const sl_http_header_t *h = sl_http_msg_find(resp, "retry-after");
+	uint64_t ms = 0;
+	if (h && !sl_retry_after_parse(sl_http_msg_str(resp, h->value), h->value_len, (int64_t)time(NULL), &ms))
+		ms = 0;
+	return ms;
+}
+
 static int on_up_head(void *owner, const sl_http_msg_t *resp)
 {
 	sl_client_t *c = owner;
 	sl_request_t *q = c->req;
 	const sl_http_msg_t *req = &q->parser.msg;
-	if (resp->status == 502 || resp->status == 503 || resp->status == 504) {
+	bool failed = sl_retry_is_upstream_failure(SL_UP_ERROR_STATUS, resp->status);
+	sl_budget_record(&c->w->server->budget, failed);
+	if (failed) {
 		/* The upstream says it failed: try again rather than relay, if the
 		 * funnel allows (it will decide the same way in on_up_error). */
 		sl_up_failure_t f = {.kind = SL_UP_ERROR_STATUS, .status = resp->status, .request_written = true};
 		sl_attempt_t a = attempt_of(c, &f);
-		sl_retry_verdict_t v = sl_retry_decide(cfg_of(c), &a, sl_worker_random(c->w));
+		if (resp->status == 503)
+			a.retry_after_ms = retry_after_of(resp);
+		sl_retry_verdict_t v = do_budget(c, sl_retry_decide(cfg_of(c), &a, sl_worker_random(c->w)));
 		if (v.action != SL_RETRY_ANSWER) {
 			/* decided once: the answer is dropped, so on_up_error must not
 			 * decide again (a new backoff draw could no longer fit the
@@ -901,9 +947,15 @@ static void on_up_error(void *owner, const sl_up_failure_t *f)
 		q->r.response_started = q->r.interim_sent;
 	}
 	sl_attempt_t a = attempt_of(c, f);
-	sl_retry_verdict_t v = f->kind == SL_UP_ERROR_STATUS && q->a.status_retry
-	                           ? q->a.retry
-	                           : sl_retry_decide(cfg_of(c), &a, sl_worker_random(c->w));
+	sl_retry_verdict_t v;
+	if (f->kind == SL_UP_ERROR_STATUS && q->a.status_retry) {
+		v = q->a.retry; /* decided (and budgeted) at the head */
+	} else {
+		v = sl_retry_decide(cfg_of(c), &a, sl_worker_random(c->w));
+		if (v.action != SL_RETRY_NOW && c->state != CL_TUNNEL)
+			sl_budget_record(&c->w->server->budget, true);
+		v = do_budget(c, v);
+	}
 	sl_error_kind_t kind = kind_of(f);
 	if (c->state != CL_TUNNEL && v.action != SL_RETRY_NOW) {
 		/* Not a stale pooled connection (the upstream's idle close: routine)

@@ -235,6 +235,7 @@ int main(int argc, char **argv)
 	m.server.worker_exited = &m.worker_exited;
 	sl_admit_init(&m.server.admit, (uint32_t)cfg.max_concurrent_requests, (uint32_t)cfg.max_queue_size);
 	sl_breaker_init(&m.server.breaker, (uint32_t)cfg.circuit_breaker_threshold, cfg.circuit_breaker_timeout);
+	sl_budget_init(&m.server.budget);
 	m.server.access_log_fd = -1;
 	if (cfg.access_log && (m.server.access_log_fd = sl_access_log_open(cfg.access_log, err, sizeof err)) < 0) {
 		fprintf(stderr, "sluice: %s\n", err);

@@ -217,6 +217,8 @@ json_t *sl_report_json(const sl_snapshot_t *snap)
 	for (int i = 0; i < SL_EK_UPSTREAM_COUNT; i++)
 		json_object_set_new(failures, sl_error_kind_name((sl_error_kind_t)(SL_EK_DNS + i)),
 		                    json_integer((json_int_t)m->upstream_failures[i]));
+	json_object_set_new(json_object_get(root, "requests"), "retries_budget_exhausted",
+	                    json_integer((json_int_t)m->retries_budget_exhausted));
 	json_object_set_new(root, "version", json_string(SL_VERSION));
 	if (snap->has_cluster)
 		json_object_set_new(root, "cluster", cluster_json(snap));
@@ -339,6 +341,9 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 	          (double)m->timeouts);
 	do_metric(out, "sluice_retries_total", "counter", "Extra upstream attempts made after a failed one.",
 	          (double)m->retries);
+	do_metric(out, "sluice_retries_budget_exhausted_total", "counter",
+	          "Retries the failure funnel wanted and the retry budget refused (the failure was answered).",
+	          (double)m->retries_budget_exhausted);
 	do_histogram(out, "sluice_request_duration_seconds",
 	             "Time from the request head to the complete response, forwarded requests.", &m->latency_us);
 	do_histogram(out, "sluice_queue_wait_seconds", "Time requests waited in the admission queue.",

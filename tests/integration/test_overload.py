@@ -1,0 +1,143 @@
+"""Overload control (issue 15, items 1 and 3): the retry budget, Retry-After
+as the backoff floor, and the adaptive limit under max_concurrent_requests.
+
+Faults come from sluice-upstream (status=503, header=Retry-After:N, and
+--max-inflight N for an upstream that answers 429 beyond N requests in
+flight); load from sluice-load or threads; what sluice decided is read from
+/proxy-metrics, what the upstream received from its /__stats.
+"""
+import json
+import os
+import subprocess
+import threading
+import time
+
+from conftest import BUILD, http_get, upstream_stats
+from helpers import HttpConn, wait_until
+
+LOAD = os.path.join(BUILD, "sluice-load")
+NO_BREAKER = dict(circuit_breaker_threshold=1000000)
+
+
+def metrics(sl):
+    status, _, body = http_get(sl.url + "/proxy-metrics")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def load(url, *args, timeout=120):
+    r = subprocess.run([LOAD, "--url", url, "--json"] + [str(a) for a in args], capture_output=True,
+                       timeout=timeout)
+    assert r.returncode in (0, 1), r.stderr.decode(errors="replace")[-2000:]
+    return json.loads(r.stdout)
+
+
+def one(port, target, timeout=15.0):
+    t0 = time.monotonic()
+    with HttpConn(port, timeout=timeout) as c:
+        r = c.request("GET", target)
+    return r, time.monotonic() - t0
+
+
+# --------------------------------------------------------------------------
+# the retry budget
+
+def test_failure_storm_retries_stay_within_the_budget(start_upstream, start_sluice):
+    """Everything answers 503, 200 clients: without a budget every request
+    would be tried max_retries + 1 = 3 times; with it, retries stay under
+    20 % of requests plus a small constant."""
+    up = start_upstream(workers=2)
+    sl = start_sluice(up.port, max_retries=2, retry_backoff=0.02, retry_backoff_max=0.05, max_queue_size=400,
+                      max_connections=1000, **NO_BREAKER)
+    report = load(sl.url + "/storm?status=503", "--concurrent", 200, "--duration", "3s", "--timeout", 10)
+    m = metrics(sl)
+    total, retries = m["requests"]["total"], m["requests"]["retries"]
+    exhausted = m["requests"]["retries_budget_exhausted"]
+    ratio = retries / total
+    print("failure storm: %d requests, %d retries (ratio %.4f), %d refused by the budget; "
+          "upstream saw %d; sluice-load: %s" % (total, retries, ratio, exhausted,
+                                                 upstream_stats(up)["requests"], report["status_codes"]))
+    assert total >= 1000, "too little load to judge: %d requests" % total
+    assert report["status_codes"].get("503", 0) > 0
+    assert retries <= 0.20 * total + 10, "retries %d of %d requests" % (retries, total)
+    assert exhausted > 0
+    # every retry refused is a request answered with its own 503
+    assert upstream_stats(up)["requests"] == total - m["requests"]["rejected"] + retries
+    status, _, body = http_get(sl.url + "/proxy-metrics/prometheus")
+    assert status == 200
+    assert ("sluice_retries_budget_exhausted_total %d" % exhausted).encode() in body
+
+
+def test_retries_in_progress_bounded_by_min(start_upstream, start_sluice):
+    """retry_budget_percent 0, retry_budget_min 1: with three requests
+    failing at once only one may retry; the others answer their 503 at once.
+    Retry-After: 1 keeps the first one retrying (its backoff) while the
+    other two fail."""
+    up = start_upstream(workers=2)
+    sl = start_sluice(up.port, max_retries=1, retry_backoff=0.01, retry_backoff_max=0.01, retry_budget_percent=0,
+                      retry_budget_min=1, **NO_BREAKER)
+    results = []
+
+    def get(i):
+        results.append(one(sl.port, "/b%d?status=503&header=Retry-After:1" % i))
+
+    threads = [threading.Thread(target=get, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    statuses = sorted(r.status for r, _ in results)
+    times = sorted(dt for _, dt in results)
+    assert statuses == [503, 503, 503]
+    assert times[1] < 0.8, "two of them were answered at once: %s" % times
+    assert times[2] >= 0.95, "one waited the upstream's Retry-After and tried again: %s" % times
+    m = metrics(sl)
+    assert m["requests"]["retries"] == 1
+    assert m["requests"]["retries_budget_exhausted"] == 2
+    assert upstream_stats(up)["requests"] == 4
+
+
+def test_token_bucket_stops_retries_after_a_few_failures(start_upstream, start_sluice):
+    """Sequential failures, one at a time (the percent rule never binds):
+    the bucket (10 tokens, -1 per failed attempt) stops retrying at 5."""
+    up = start_upstream()
+    sl = start_sluice(up.port, max_retries=2, retry_backoff=0.01, retry_backoff_max=0.01, **NO_BREAKER)
+    for i in range(6):
+        r, _ = one(sl.port, "/t%d?status=502" % i)
+        assert r.status == 502
+    # attempts: 3 (10->7), 2 (7->6 retried, 6->5 answered), then 1 each
+    assert upstream_stats(up)["requests"] == 3 + 2 + 4
+    m = metrics(sl)
+    assert m["requests"]["retries"] == 3
+    assert m["requests"]["retries_budget_exhausted"] == 5
+    # answers refill it, 0.1 each: after 51 of them a failure is retried again
+    for i in range(51):
+        r, _ = one(sl.port, "/ok%d" % i)
+        assert r.status == 200
+    before = upstream_stats(up)["requests"]
+    r, _ = one(sl.port, "/again?status=502")
+    assert upstream_stats(up)["requests"] - before == 2
+
+
+# --------------------------------------------------------------------------
+# Retry-After
+
+def test_retry_after_is_the_backoff_floor(start_upstream, start_sluice):
+    up = start_upstream()
+    sl = start_sluice(up.port, max_retries=1, retry_backoff=0.01, retry_backoff_max=0.01, **NO_BREAKER)
+    r, dt = one(sl.port, "/ra?status=503&header=Retry-After:1")
+    assert r.status == 503
+    assert dt >= 0.95, "retried after %.3f s, before the upstream's Retry-After: 1" % dt
+    assert upstream_stats(up)["requests"] == 2
+
+
+def test_retry_after_past_the_deadline_relays_the_503(start_upstream, start_sluice):
+    up = start_upstream()
+    sl = start_sluice(up.port, max_retries=2, retry_backoff=0.01, retry_backoff_max=0.01, request_timeout=2,
+                      **NO_BREAKER)
+    r, dt = one(sl.port, "/late?status=503&header=Retry-After:5")
+    assert r.status == 503
+    assert r.header("retry-after") == "5", "the upstream's own answer, relayed"
+    assert dt < 0.5, "answered after %.3f s: it waited for nothing" % dt
+    assert upstream_stats(up)["requests"] == 1
+    assert metrics(sl)["requests"]["retries"] == 0
