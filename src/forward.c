@@ -190,6 +190,32 @@ void sl_forward_settle(sl_client_t *c, bool delivered)
 	do_count(c, delivered ? (sl_outcome_t)q->r.pending_outcome : SL_OUTCOME_CLIENT_CLOSED, 0);
 }
 
+/* A request that ended with an upstream answer, its client still there and
+ * no overload signal given, is a sample for the adaptive limit (adaptive.h):
+ * how long it held its slot, how long its answer's head took. */
+static void do_adaptive_sample(sl_client_t *c, sl_outcome_t outcome)
+{
+	sl_request_t *q = c->req;
+	sl_adaptive_t *ad = &c->w->server->adaptive;
+	if (!sl_adaptive_on(ad) || q->r.signalled || q->r.connect || q->r.upstream_ns == 0 ||
+	    (outcome != SL_OUTCOME_SUCCESS && outcome != SL_OUTCOME_FAILED))
+		return;
+	uint64_t now_us = uv_hrtime() / 1000;
+	sl_adaptive_sample(ad, now_us, now_us - q->r.upstream_ns / 1000, q->r.ttfb_us);
+}
+
+/* An overload signal for the adaptive limit: the attempt's answer or
+ * failure says the upstream has more than it can take. */
+static void do_adaptive_signal(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	sl_adaptive_t *ad = &c->w->server->adaptive;
+	if (!sl_adaptive_on(ad))
+		return;
+	q->r.signalled = true;
+	sl_adaptive_signal(ad, uv_hrtime() / 1000, q->a.started_us);
+}
+
 void sl_forward_end(sl_client_t *c, sl_outcome_t outcome, sl_reject_t why, sl_end_t how)
 {
 	sl_request_t *q = c->req;
@@ -207,6 +233,7 @@ void sl_forward_end(sl_client_t *c, sl_outcome_t outcome, sl_reject_t why, sl_en
 			q->r.retrying = false;
 			sl_budget_retry_done(&c->w->server->budget);
 		}
+		do_adaptive_sample(c, outcome);
 		if (q->r.probe && !q->r.breaker_told) {
 			q->r.breaker_told = true; /* no verdict: another request may probe */
 			sl_breaker_abandon_probe(&c->w->server->breaker);
@@ -492,6 +519,8 @@ static void do_start_attempt(sl_client_t *c)
 	q->r.attempts++;
 	if (q->r.upstream_ns == 0)
 		q->r.upstream_ns = uv_hrtime();
+	if (sl_adaptive_on(&c->w->server->adaptive))
+		q->a.started_us = uv_hrtime() / 1000;
 	sl_client_set_state(c, CL_WAIT);
 	q->a.up = sl_upstream_acquire(c->w, &events, c);
 	sl_upstream_set_deadline(q->a.up, q->r.deadline);
@@ -610,10 +639,14 @@ void sl_forward_head(sl_client_t *c)
 		do_start_attempt(c);
 		break;
 	case SL_ADMIT_QUEUED:
+		sl_adaptive_reached(&c->w->server->adaptive);
 		sl_client_set_state(c, CL_QUEUED);
 		sl_client_rearm(c);
 		break;
-	default: do_reject(c, SL_REJECT_QUEUE_FULL); break;
+	default:
+		sl_adaptive_reached(&c->w->server->adaptive);
+		do_reject(c, SL_REJECT_QUEUE_FULL);
+		break;
 	}
 }
 
@@ -794,6 +827,11 @@ static int on_up_head(void *owner, const sl_http_msg_t *resp)
 	const sl_http_msg_t *req = &q->parser.msg;
 	bool failed = sl_retry_is_upstream_failure(SL_UP_ERROR_STATUS, resp->status);
 	sl_budget_record(&c->w->server->budget, failed);
+	if (sl_adaptive_on(&c->w->server->adaptive)) {
+		q->r.ttfb_us = uv_hrtime() / 1000 - q->a.started_us;
+		if (resp->status == 429 || resp->status == 503)
+			do_adaptive_signal(c);
+	}
 	if (failed) {
 		/* The upstream says it failed: try again rather than relay, if the
 		 * funnel allows (it will decide the same way in on_up_error). */
@@ -964,6 +1002,8 @@ static void on_up_error(void *owner, const sl_up_failure_t *f)
 		q->r.error = (uint8_t)(f->kind == SL_UP_READ_TIMEOUT && past_deadline ? SL_EK_REQUEST_TIMEOUT : kind);
 		sl_metrics_upstream_failure(&c->w->metrics, kind);
 		do_log_failure(c, f, kind, v.action);
+		if (kind == SL_EK_CONNECT_REFUSED || kind == SL_EK_CONNECT_TIMEOUT || kind == SL_EK_READ_TIMEOUT)
+			do_adaptive_signal(c);
 	} else {
 		sl_debug("upstream %s for %s %s from %s (attempt %d): %s", sl_error_kind_name(kind),
 		         sl_http_method_name(q->parser.msg.method),

@@ -141,3 +141,71 @@ def test_retry_after_past_the_deadline_relays_the_503(start_upstream, start_slui
     assert dt < 0.5, "answered after %.3f s: it waited for nothing" % dt
     assert upstream_stats(up)["requests"] == 1
     assert metrics(sl)["requests"]["retries"] == 0
+
+
+# --------------------------------------------------------------------------
+# the adaptive limit
+
+def sample_while(sl, up, seconds, step=0.1):
+    """(sluice's effective limit, the upstream's in-flight) every step."""
+    out = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        out.append((metrics(sl)["concurrency"]["effective_limit"], upstream_stats(up)["inflight"]))
+        time.sleep(step)
+    return out
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def test_adaptive_limit_settles_at_the_upstream_capacity(start_upstream, start_sluice):
+    """An upstream that answers 429 beyond 20 in flight, 60 clients, a
+    ceiling of 100: the limit comes down to about 20 and stays there, and
+    429s fall under 5 % of the answers."""
+    up = start_upstream("--max-inflight", 20, workers=2)
+    sl = start_sluice(up.port, adaptive_limit=True, max_concurrent_requests=100, max_queue_size=200,
+                      max_retries=0, **NO_BREAKER)
+    assert metrics(sl)["concurrency"]["effective_limit"] == 100  # starts at the ceiling
+    url = sl.url + "/work?delay_ms=50"
+    # warm-up: from 100 down to about 20
+    warm = load(url, "--concurrent", 60, "--duration", "3s", "--timeout", 10)
+    settled = {}
+
+    def measure():
+        settled["report"] = load(url, "--concurrent", 60, "--duration", "6s", "--timeout", 10)
+
+    t = threading.Thread(target=measure)
+    t.start()
+    samples = sample_while(sl, up, 5.5)
+    t.join(30)
+    report = settled["report"]
+    codes = report["status_codes"]
+    answers = sum(codes.values())
+    share_429 = codes.get("429", 0) / answers
+    limits = [s[0] for s in samples]
+    inflight = [s[1] for s in samples]
+    print("adaptive limit vs an upstream of capacity 20: warm-up %s; then %d answers, 429s %.2f %%, "
+          "effective limit median %d (range %d..%d), upstream in flight median %d (max %d)" % (
+              warm["status_codes"], answers, share_429 * 100, median(limits), min(limits), max(limits),
+              median(inflight), max(inflight)))
+    assert answers >= 1000, codes
+    assert set(codes) <= {"200", "429"}, "lowering the limit cut nothing in flight: %s" % codes
+    assert share_429 < 0.05, "429s %.2f %% of answers: %s" % (share_429 * 100, codes)
+    assert 16 <= median(limits) <= 24, limits
+    assert 14 <= median(inflight) <= 22, inflight
+    status, _, body = http_get(sl.url + "/proxy-metrics/prometheus")
+    assert b"sluice_concurrency_effective_limit " in body
+
+
+def test_adaptive_limit_off_keeps_the_ceiling(start_upstream, start_sluice):
+    """Without --adaptive-limit the same upstream gets everything up to the
+    ceiling: the limit never moves, and 429s are many."""
+    up = start_upstream("--max-inflight", 20, workers=2)
+    sl = start_sluice(up.port, max_concurrent_requests=100, max_retries=0, **NO_BREAKER)
+    report = load(sl.url + "/work?delay_ms=50", "--concurrent", 60, "--duration", "2s", "--timeout", 10)
+    codes = report["status_codes"]
+    assert codes.get("429", 0) > sum(codes.values()) / 2, codes
+    assert metrics(sl)["concurrency"]["effective_limit"] == 100
