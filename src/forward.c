@@ -198,8 +198,9 @@ static void do_adaptive_sample(sl_client_t *c, sl_outcome_t outcome)
 	sl_request_t *q = c->req;
 	sl_adaptive_t *ad = &c->w->server->adaptive;
 	if (!sl_adaptive_on(ad) || q->r.signalled || q->r.connect || q->r.upstream_ns == 0 ||
-	    (outcome != SL_OUTCOME_SUCCESS && outcome != SL_OUTCOME_FAILED))
-		return;
+	    (outcome != SL_OUTCOME_SUCCESS && outcome != SL_OUTCOME_FAILED) || q->r.error == SL_EK_CLIENT_STALLED ||
+	    q->r.error == SL_EK_CLIENT_TIMEOUT)
+		return; /* a client that left or dawdled says nothing about the upstream */
 	uint64_t now_us = uv_hrtime() / 1000;
 	sl_adaptive_sample(ad, now_us, now_us - q->r.upstream_ns / 1000, q->r.ttfb_us);
 }
@@ -827,7 +828,7 @@ static int on_up_head(void *owner, const sl_http_msg_t *resp)
 	const sl_http_msg_t *req = &q->parser.msg;
 	bool failed = sl_retry_is_upstream_failure(SL_UP_ERROR_STATUS, resp->status);
 	sl_budget_record(&c->w->server->budget, failed);
-	if (sl_adaptive_on(&c->w->server->adaptive)) {
+	if (sl_adaptive_on(&c->w->server->adaptive) && q->a.started_us) { /* (on since the attempt began) */
 		q->r.ttfb_us = uv_hrtime() / 1000 - q->a.started_us;
 		if (resp->status == 429 || resp->status == 503)
 			do_adaptive_signal(c);

@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 
-from conftest import BUILD, http_get, upstream_stats
+from conftest import BUILD, free_port, http_get, upstream_stats
 from helpers import HttpConn, wait_until
 
 LOAD = os.path.join(BUILD, "sluice-load")
@@ -209,3 +209,27 @@ def test_adaptive_limit_off_keeps_the_ceiling(start_upstream, start_sluice):
     codes = report["status_codes"]
     assert codes.get("429", 0) > sum(codes.values()) / 2, codes
     assert metrics(sl)["concurrency"]["effective_limit"] == 100
+
+
+def test_read_timeouts_and_refusals_lower_the_limit(start_upstream, start_sluice):
+    """Read timeouts are overload signals; so are refused connects. Each
+    request here starts after the previous cut, so each cuts again:
+    10, 9, 8.1, 7.29, 6.56, 5.9 -> 5 after five read timeouts."""
+    up = start_upstream()
+    sl = start_sluice(up.port, adaptive_limit=True, max_concurrent_requests=10, min_concurrent_requests=2,
+                      read_timeout=0.1, max_retries=0, **NO_BREAKER)
+    for i in range(5):
+        r, _ = one(sl.port, "/slow%d?delay_ms=1000" % i)
+        assert r.status == 504
+    assert metrics(sl)["concurrency"]["effective_limit"] == 5
+    assert metrics(sl)["concurrency"]["max"] == 10
+    # the floor holds
+    for i in range(10):
+        one(sl.port, "/slow%d?delay_ms=1000" % i)
+    assert metrics(sl)["concurrency"]["effective_limit"] == 2
+    # a closed port: connect refused
+    closed = start_sluice(free_port(), adaptive_limit=True, max_concurrent_requests=10, max_retries=0,
+                          **NO_BREAKER)
+    r, _ = one(closed.port, "/refused")
+    assert r.status == 502
+    assert metrics(closed)["concurrency"]["effective_limit"] == 9
