@@ -518,10 +518,11 @@ static void do_start_attempt(sl_client_t *c)
 	sl_request_t *q = c->req;
 	memset(&q->a, 0, sizeof q->a);
 	q->r.attempts++;
+	uint64_t now_ns = 0;
 	if (q->r.upstream_ns == 0)
-		q->r.upstream_ns = uv_hrtime();
+		q->r.upstream_ns = now_ns = uv_hrtime();
 	if (sl_adaptive_on(&c->w->server->adaptive))
-		q->a.started_us = uv_hrtime() / 1000;
+		q->a.started_us = (now_ns ? now_ns : uv_hrtime()) / 1000;
 	sl_client_set_state(c, CL_WAIT);
 	q->a.up = sl_upstream_acquire(c->w, &events, c);
 	sl_upstream_set_deadline(q->a.up, q->r.deadline);

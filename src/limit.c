@@ -24,6 +24,7 @@ static uint64_t window_us(const sl_limit_t *l)
 static void do_new_window(sl_limit_t *l, uint64_t now_us)
 {
 	l->window_start = now_us;
+	l->window_end = now_us + window_us(l); /* one exp2 per window, not per event */
 	l->w_signal = l->w_reached = false;
 	l->w_samples = l->w_ttfb_n = 0;
 	l->w_ttfb_sum_us = 0;
@@ -69,7 +70,7 @@ static bool do_cut(sl_limit_t *l, uint64_t now_us)
 /* Closes the window if it has lasted long enough, deciding on it. */
 static void do_maybe_decide(sl_limit_t *l, uint64_t now_us)
 {
-	if ((int64_t)(now_us - l->window_start) < (int64_t)window_us(l))
+	if ((int64_t)(now_us - l->window_end) < 0)
 		return;
 	l->decisions++;
 	bool judged = l->w_ttfb_n >= SL_LIMIT_TTFB_MIN_SAMPLES;

@@ -40,7 +40,7 @@
 typedef struct sl_limit {
 	double min, max; /* the range: --min-concurrent-requests .. max_concurrent_requests */
 	double limit;    /* in [min, max]; the integer part is applied */
-	uint64_t window_start, last_cut;
+	uint64_t window_start, window_end, last_cut; /* window_end: its length fixed when it opens */
 	bool cut_ever;
 	/* the decision window so far */
 	bool w_signal, w_reached;
