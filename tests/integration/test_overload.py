@@ -8,6 +8,7 @@ flight); load from sluice-load or threads; what sluice decided is read from
 """
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -233,3 +234,33 @@ def test_read_timeouts_and_refusals_lower_the_limit(start_upstream, start_sluice
     r, _ = one(closed.port, "/refused")
     assert r.status == 502
     assert metrics(closed)["concurrency"]["effective_limit"] == 9
+
+
+def test_sighup_turns_the_adaptive_limit_off_and_on(start_upstream, start_sluice, tmp_path):
+    up = start_upstream()
+    cfg = tmp_path / "adaptive.json"
+
+    def write(**keys):
+        base = dict(adaptive_limit=True, max_concurrent_requests=10, read_timeout=0.1, max_retries=0,
+                    circuit_breaker_threshold=1000000)
+        base.update(keys)
+        cfg.write_text(json.dumps(base))
+
+    def effective():
+        return metrics(sl)["concurrency"]["effective_limit"]
+
+    write()
+    sl = start_sluice(up.port, config=str(cfg))
+    for i in range(3):
+        assert one(sl.port, "/slow%d?delay_ms=1000" % i)[0].status == 504
+    assert effective() == 7  # 10 9 8.1 7.29
+    write(adaptive_limit=False)
+    sl.signal(signal.SIGHUP)
+    assert wait_until(lambda: effective() == 10, 5), "off: back to max_concurrent_requests"
+    write(min_concurrent_requests=8)
+    sl.signal(signal.SIGHUP)
+    assert wait_until(lambda: effective() == 8, 5), "on again, with a floor above what it had learnt"
+    write(min_concurrent_requests=12)  # above the ceiling: refused, the settings in force stay
+    sl.signal(signal.SIGHUP)
+    time.sleep(0.3)
+    assert effective() == 8
