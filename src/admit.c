@@ -37,7 +37,21 @@ static void do_hand_out(sl_admit_t *a, sl_admit_result_t result)
 
 static uint32_t do_limit(const sl_admit_t *a)
 {
-	return a->fence_ns && uv_hrtime() >= a->fence_ns ? 0 : a->limit;
+	uint32_t limit = a->limit < a->cap ? a->limit : a->cap;
+	return a->fence_ns && uv_hrtime() >= a->fence_ns ? 0 : limit;
+}
+
+void sl_admit_set_cap(sl_admit_t *a, uint32_t cap)
+{
+	pthread_mutex_lock(&a->lock);
+	a->cap = cap;
+	uint32_t eff = do_limit(a);
+	while (a->active < eff && !sl_list_empty(&a->queue)) {
+		a->active++;
+		do_hand_out(a, SL_ADMIT_GRANTED);
+	}
+	do_note_peaks(a);
+	pthread_mutex_unlock(&a->lock);
 }
 
 void sl_admit_set_fence(sl_admit_t *a, uint64_t fence_ns)
@@ -60,6 +74,7 @@ void sl_admit_init(sl_admit_t *a, uint32_t limit, uint32_t max_queue)
 	sl_list_init(&a->queue);
 	a->limit = limit;
 	a->max_queue = max_queue;
+	a->cap = UINT32_MAX;
 }
 
 void sl_admit_dispose(sl_admit_t *a)
@@ -189,6 +204,7 @@ void sl_admit_get_stats(sl_admit_t *a, sl_admit_stats_t *out)
 {
 	pthread_mutex_lock(&a->lock);
 	out->limit = a->limit;
+	out->cap = a->cap;
 	out->max_queue = a->max_queue;
 	out->active = a->active;
 	out->queued = a->queued;

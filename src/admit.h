@@ -52,6 +52,7 @@ struct sl_admit_inbox {
 
 typedef struct sl_admit_stats {
 	uint32_t limit, max_queue;
+	uint32_t cap; /* the adaptive limit (UINT32_MAX: none); slots in use stay under min(limit, cap) */
 	uint32_t active, queued;
 	uint32_t peak_active, peak_queued;
 } sl_admit_stats_t;
@@ -63,6 +64,7 @@ typedef struct sl_admit {
 	uint32_t active, queued; /* under the lock, like every field here (sl_admit_get_stats copies them) */
 	uint32_t peak_active, peak_queued;
 	uint64_t fence_ns; /* 0: none; from this uv_hrtime() on, nothing is admitted (a lease's trust ends) */
+	uint32_t cap;      /* the adaptive limit (adaptive.h), UINT32_MAX when off: admits under min(limit, cap) */
 } sl_admit_t;
 
 void sl_admit_init(sl_admit_t *a, uint32_t limit, uint32_t max_queue);
@@ -76,6 +78,13 @@ void sl_admit_set_limits(sl_admit_t *a, uint32_t limit, uint32_t max_queue);
  * is set (0: no fence): the cluster lease's self-fencing, applied on the
  * admission path itself so that no thread admits on a lapsed lease. */
 void sl_admit_set_fence(sl_admit_t *a, uint64_t fence_ns);
+
+/* The adaptive limit (--adaptive-limit, adaptive.h) under `limit`, which
+ * stays the operator's ceiling or the cluster lease: admission keeps slots
+ * in use under min(limit, cap). UINT32_MAX: no cap. A raised cap grants
+ * queued waiters at once; a lowered one cuts nothing in flight, it admits
+ * fewer until below. */
+void sl_admit_set_cap(sl_admit_t *a, uint32_t cap);
 
 /* A worker's inbox, on its loop (before the loop runs). */
 int sl_admit_inbox_init(sl_admit_inbox_t *in, sl_admit_t *a, uv_loop_t *loop);

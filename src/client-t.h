@@ -88,6 +88,9 @@ typedef struct sl_request {
 		bool tunnel_queued;      /* tunnel: client bytes wait for a slot in the admission queue */
 		bool tunnel_awaiting;    /* tunnel: client bytes went up, no upstream byte since */
 		bool stale_retry_used;   /* the free retry on a stale pooled connection */
+		bool retrying;           /* counted in the retry budget's retries in progress (budget.h) */
+		bool signalled;          /* an attempt gave the adaptive limit an overload signal: not a sample */
+		uint64_t ttfb_us;        /* --adaptive-limit: the last attempt's time to its answer's head */
 		bool outcome_pending;    /* answered to a half-closed client: counted when the linger ends */
 		uint8_t pending_outcome; /* sl_outcome_t, for then */
 		uint8_t error;           /* sl_error_kind_t: why it ended badly, for the access log */
@@ -99,6 +102,7 @@ typedef struct sl_request {
 		bool up_backlogged;    /* the upstream's queue is full: stop reading the client */
 		bool req_head_pending; /* the request head waits in `out` for this read's body bytes */
 		bool status_retry;     /* a 502/503/504 head was refused to retry: `retry` holds the decision */
+		uint64_t started_us;   /* --adaptive-limit: uv_hrtime µs the attempt started */
 		sl_retry_verdict_t retry;
 	} a;
 } sl_request_t;

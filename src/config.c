@@ -174,6 +174,17 @@ static const opt_t options[] = {
 	{"cluster-fallback", NULL, 0, OPT_CHOICE, 0, FIELD(cluster_fallback), 0, 0, "static", "static|closed",
 	 "Redis unreachable and the lease lapsed: admit floor(N / replicas last seen) (static) or nothing, "
 	 "answering 503 cluster_unavailable (closed)", fallback_names},
+	/* overload control (issue 15) */
+	{"retry-budget-percent", NULL, 0, OPT_COUNT, 0, FIELD(retry_budget_percent), 0, 100, "20", "P",
+	 "retries in progress at most P % of active + queued requests (or --retry-budget-min, whichever is "
+	 "larger)"},
+	{"retry-budget-min", NULL, 0, OPT_COUNT, 0, FIELD(retry_budget_min), 0, 1000000, "3", "N",
+	 "retries that may always be in progress, whatever the load"},
+	{"adaptive-limit", NULL, 0, OPT_BOOL, 0, FIELD(adaptive_limit), 0, 0, NULL, NULL,
+	 "lower the effective limit below --max-concurrent-requests on upstream overload signals (429/503, "
+	 "connect failures, timeouts, a rising time to first byte) and raise it again when they stop"},
+	{"min-concurrent-requests", NULL, 0, OPT_COUNT, 0, FIELD(min_concurrent_requests), 1, 1000000, "1", "N",
+	 "floor of the adaptive limit, at most --max-concurrent-requests"},
 	{"help", NULL, 'h', OPT_HELP, OPT_CLI_ONLY, 0, 0, 0, NULL, NULL, "print this help and exit"},
 	{"version", NULL, 'V', OPT_VERSION, OPT_CLI_ONLY, 0, 0, 0, NULL, NULL,
 	 "print the version and exit"},
@@ -853,6 +864,11 @@ static int check_across(sl_config_t *cfg, const bool *set, char *err, size_t err
 	if (cfg->pool_connections > cfg->pool_maxsize)
 		return fail(err, errlen, "--pool-connections (%d) must not exceed --pool-maxsize (%d)",
 		            cfg->pool_connections, cfg->pool_maxsize);
+	if (cfg->min_concurrent_requests > cfg->max_concurrent_requests)
+		return fail(err, errlen,
+		            "--min-concurrent-requests (%d) must not exceed --max-concurrent-requests (%d): lower it, "
+		            "or raise the ceiling",
+		            cfg->min_concurrent_requests, cfg->max_concurrent_requests);
 	if (cfg->redis_url) {
 		char *host, *user, *password;
 		int port, db;

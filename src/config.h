@@ -73,6 +73,11 @@ typedef struct sl_config {
 	char *cluster_key;        /* NULL: target_host:target_port */
 	double cluster_lease_ttl; /* seconds */
 	sl_fallback_t cluster_fallback;
+	/* overload control (issue 15): the retry budget and the adaptive limit */
+	int retry_budget_percent;    /* retries in progress at most this % of active + queued ... */
+	int retry_budget_min;        /* ... or this many, whichever is larger */
+	bool adaptive_limit;         /* lower the effective limit below max_concurrent_requests on overload */
+	int min_concurrent_requests; /* the adaptive limit's floor, at most max_concurrent_requests */
 	sl_log_level_t log_level;
 	bool check_config;
 } sl_config_t;

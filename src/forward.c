@@ -32,10 +32,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "accesslog.h"
 #include "admin.h"
 #include "breaker.h"
+#include "budget.h"
 #include "client.h"
 #include "log.h"
 #include "retry.h"
@@ -188,6 +190,33 @@ void sl_forward_settle(sl_client_t *c, bool delivered)
 	do_count(c, delivered ? (sl_outcome_t)q->r.pending_outcome : SL_OUTCOME_CLIENT_CLOSED, 0);
 }
 
+/* A request that ended with an upstream answer, its client still there and
+ * no overload signal given, is a sample for the adaptive limit (adaptive.h):
+ * how long it held its slot, how long its answer's head took. */
+static void do_adaptive_sample(sl_client_t *c, sl_outcome_t outcome)
+{
+	sl_request_t *q = c->req;
+	sl_adaptive_t *ad = &c->w->server->adaptive;
+	if (!sl_adaptive_on(ad) || q->r.signalled || q->r.connect || q->r.upstream_ns == 0 ||
+	    (outcome != SL_OUTCOME_SUCCESS && outcome != SL_OUTCOME_FAILED) || q->r.error == SL_EK_CLIENT_STALLED ||
+	    q->r.error == SL_EK_CLIENT_TIMEOUT)
+		return; /* a client that left or dawdled says nothing about the upstream */
+	uint64_t now_us = uv_hrtime() / 1000;
+	sl_adaptive_sample(ad, now_us, now_us - q->r.upstream_ns / 1000, q->r.ttfb_us);
+}
+
+/* An overload signal for the adaptive limit: the attempt's answer or
+ * failure says the upstream has more than it can take. */
+static void do_adaptive_signal(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	sl_adaptive_t *ad = &c->w->server->adaptive;
+	if (!sl_adaptive_on(ad))
+		return;
+	q->r.signalled = true;
+	sl_adaptive_signal(ad, uv_hrtime() / 1000, q->a.started_us);
+}
+
 void sl_forward_end(sl_client_t *c, sl_outcome_t outcome, sl_reject_t why, sl_end_t how)
 {
 	sl_request_t *q = c->req;
@@ -201,6 +230,11 @@ void sl_forward_end(sl_client_t *c, sl_outcome_t outcome, sl_reject_t why, sl_en
 			sl_metrics_tunnel_active(&c->w->metrics, -1);
 		if (q->r.tunnel_counted)
 			atomic_fetch_sub_explicit(&c->w->server->tunnels, 1, memory_order_relaxed);
+		if (q->r.retrying) {
+			q->r.retrying = false;
+			sl_budget_retry_done(&c->w->server->budget);
+		}
+		do_adaptive_sample(c, outcome);
 		if (q->r.probe && !q->r.breaker_told) {
 			q->r.breaker_told = true; /* no verdict: another request may probe */
 			sl_breaker_abandon_probe(&c->w->server->breaker);
@@ -484,8 +518,11 @@ static void do_start_attempt(sl_client_t *c)
 	sl_request_t *q = c->req;
 	memset(&q->a, 0, sizeof q->a);
 	q->r.attempts++;
+	uint64_t now_ns = 0;
 	if (q->r.upstream_ns == 0)
-		q->r.upstream_ns = uv_hrtime();
+		q->r.upstream_ns = now_ns = uv_hrtime();
+	if (sl_adaptive_on(&c->w->server->adaptive))
+		q->a.started_us = (now_ns ? now_ns : uv_hrtime()) / 1000;
 	sl_client_set_state(c, CL_WAIT);
 	q->a.up = sl_upstream_acquire(c->w, &events, c);
 	sl_upstream_set_deadline(q->a.up, q->r.deadline);
@@ -604,10 +641,14 @@ void sl_forward_head(sl_client_t *c)
 		do_start_attempt(c);
 		break;
 	case SL_ADMIT_QUEUED:
+		sl_adaptive_reached(&c->w->server->adaptive);
 		sl_client_set_state(c, CL_QUEUED);
 		sl_client_rearm(c);
 		break;
-	default: do_reject(c, SL_REJECT_QUEUE_FULL); break;
+	default:
+		sl_adaptive_reached(&c->w->server->adaptive);
+		do_reject(c, SL_REJECT_QUEUE_FULL);
+		break;
 	}
 }
 
@@ -745,17 +786,62 @@ static sl_attempt_t attempt_of(const sl_client_t *c, const sl_up_failure_t *f)
 	return a;
 }
 
+/* The retry budget's word (budget.h) on a retry the funnel wants: a refused
+ * one answers with the failure it had. */
+static sl_retry_verdict_t do_budget(sl_client_t *c, sl_retry_verdict_t v)
+{
+	if (v.action != SL_RETRY_BACKOFF)
+		return v;
+	sl_request_t *q = c->req;
+	sl_server_t *s = c->w->server;
+	const sl_config_t *cfg = cfg_of(c);
+	uint32_t requests = 0;
+	if (!q->r.retrying && !sl_budget_throttled(&s->budget)) {
+		sl_admit_stats_t st;
+		sl_admit_get_stats(&s->admit, &st);
+		requests = st.active + st.queued;
+	}
+	if (sl_budget_try_retry(&s->budget, q->r.retrying, requests, (uint32_t)cfg->retry_budget_percent,
+	                        (uint32_t)cfg->retry_budget_min)) {
+		q->r.retrying = true;
+		return v;
+	}
+	sl_metrics_budget_exhausted(&c->w->metrics);
+	v.action = SL_RETRY_ANSWER;
+	return v;
+}
+
+/* The upstream's Retry-After on a 503, as ms from now (0: none, or not
+ * readable). */
+static uint64_t retry_after_of(const sl_http_msg_t *resp)
+{
+	const sl_http_header_t *h = sl_http_msg_find(resp, "retry-after");
+	uint64_t ms = 0;
+	if (h && !sl_retry_after_parse(sl_http_msg_str(resp, h->value), h->value_len, (int64_t)time(NULL), &ms))
+		ms = 0;
+	return ms;
+}
+
 static int on_up_head(void *owner, const sl_http_msg_t *resp)
 {
 	sl_client_t *c = owner;
 	sl_request_t *q = c->req;
 	const sl_http_msg_t *req = &q->parser.msg;
-	if (resp->status == 502 || resp->status == 503 || resp->status == 504) {
+	bool failed = sl_retry_is_upstream_failure(SL_UP_ERROR_STATUS, resp->status);
+	sl_budget_record(&c->w->server->budget, failed);
+	if (sl_adaptive_on(&c->w->server->adaptive) && q->a.started_us) { /* (on since the attempt began) */
+		q->r.ttfb_us = uv_hrtime() / 1000 - q->a.started_us;
+		if (resp->status == 429 || resp->status == 503)
+			do_adaptive_signal(c);
+	}
+	if (failed) {
 		/* The upstream says it failed: try again rather than relay, if the
 		 * funnel allows (it will decide the same way in on_up_error). */
 		sl_up_failure_t f = {.kind = SL_UP_ERROR_STATUS, .status = resp->status, .request_written = true};
 		sl_attempt_t a = attempt_of(c, &f);
-		sl_retry_verdict_t v = sl_retry_decide(cfg_of(c), &a, sl_worker_random(c->w));
+		if (resp->status == 503)
+			a.retry_after_ms = retry_after_of(resp);
+		sl_retry_verdict_t v = do_budget(c, sl_retry_decide(cfg_of(c), &a, sl_worker_random(c->w)));
 		if (v.action != SL_RETRY_ANSWER) {
 			/* decided once: the answer is dropped, so on_up_error must not
 			 * decide again (a new backoff draw could no longer fit the
@@ -901,9 +987,15 @@ static void on_up_error(void *owner, const sl_up_failure_t *f)
 		q->r.response_started = q->r.interim_sent;
 	}
 	sl_attempt_t a = attempt_of(c, f);
-	sl_retry_verdict_t v = f->kind == SL_UP_ERROR_STATUS && q->a.status_retry
-	                           ? q->a.retry
-	                           : sl_retry_decide(cfg_of(c), &a, sl_worker_random(c->w));
+	sl_retry_verdict_t v;
+	if (f->kind == SL_UP_ERROR_STATUS && q->a.status_retry) {
+		v = q->a.retry; /* decided (and budgeted) at the head */
+	} else {
+		v = sl_retry_decide(cfg_of(c), &a, sl_worker_random(c->w));
+		if (v.action != SL_RETRY_NOW && c->state != CL_TUNNEL)
+			sl_budget_record(&c->w->server->budget, true);
+		v = do_budget(c, v);
+	}
 	sl_error_kind_t kind = kind_of(f);
 	if (c->state != CL_TUNNEL && v.action != SL_RETRY_NOW) {
 		/* Not a stale pooled connection (the upstream's idle close: routine)
@@ -912,6 +1004,8 @@ static void on_up_error(void *owner, const sl_up_failure_t *f)
 		q->r.error = (uint8_t)(f->kind == SL_UP_READ_TIMEOUT && past_deadline ? SL_EK_REQUEST_TIMEOUT : kind);
 		sl_metrics_upstream_failure(&c->w->metrics, kind);
 		do_log_failure(c, f, kind, v.action);
+		if (kind == SL_EK_CONNECT_REFUSED || kind == SL_EK_CONNECT_TIMEOUT || kind == SL_EK_READ_TIMEOUT)
+			do_adaptive_signal(c);
 	} else {
 		sl_debug("upstream %s for %s %s from %s (attempt %d): %s", sl_error_kind_name(kind),
 		         sl_http_method_name(q->parser.msg.method),

@@ -147,6 +147,7 @@ static void do_reload(sl_main_t *m)
 	do_keep_restart_only(next, cur);
 	__atomic_store_n(&sl_log_level, next->log_level, __ATOMIC_RELAXED);
 	sl_breaker_configure(&s->breaker, (uint32_t)next->circuit_breaker_threshold, next->circuit_breaker_timeout);
+	sl_adaptive_configure(&s->adaptive, next);
 	do_free_retired(m);
 	uint64_t gen = __atomic_load_n(&s->cfg_gen, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->cfg, next, __ATOMIC_RELEASE);
@@ -235,6 +236,8 @@ int main(int argc, char **argv)
 	m.server.worker_exited = &m.worker_exited;
 	sl_admit_init(&m.server.admit, (uint32_t)cfg.max_concurrent_requests, (uint32_t)cfg.max_queue_size);
 	sl_breaker_init(&m.server.breaker, (uint32_t)cfg.circuit_breaker_threshold, cfg.circuit_breaker_timeout);
+	sl_budget_init(&m.server.budget);
+	sl_adaptive_init(&m.server.adaptive, &m.server.admit, &cfg);
 	m.server.access_log_fd = -1;
 	if (cfg.access_log && (m.server.access_log_fd = sl_access_log_open(cfg.access_log, err, sizeof err)) < 0) {
 		fprintf(stderr, "sluice: %s\n", err);
@@ -294,6 +297,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < cfg.workers; i++)
 		sl_worker_join(&m.server.workers[i]);
 	uv_loop_close(m.loop);
+	sl_adaptive_dispose(&m.server.adaptive);
 	free(m.server.workers);
 	sl_admit_dispose(&m.server.admit);
 	sl_breaker_dispose(&m.server.breaker);

@@ -103,6 +103,11 @@ void sl_metrics_retry(sl_metrics_t *m)
 	BUMP(m->retries, 1);
 }
 
+void sl_metrics_budget_exhausted(sl_metrics_t *m)
+{
+	BUMP(m->retries_budget_exhausted, 1);
+}
+
 void sl_metrics_upstream_failure(sl_metrics_t *m, sl_error_kind_t kind)
 {
 	if (kind >= SL_EK_DNS && kind <= SL_EK_UPSTREAM_STATUS)
@@ -226,6 +231,7 @@ void sl_metrics_add(const sl_metrics_t *m, sl_metrics_sum_t *sum, uint64_t now_m
 	sum->total += LOAD(m->total);
 	sum->timeouts += LOAD(m->timeouts);
 	sum->retries += LOAD(m->retries);
+	sum->retries_budget_exhausted += LOAD(m->retries_budget_exhausted);
 	sum->draining += LOAD(m->draining);
 	sum->tunnels_active += LOAD(m->tunnels_active);
 	for (int i = 0; i < SL_REJECT_COUNT; i++)

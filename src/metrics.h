@@ -94,6 +94,7 @@ typedef struct sl_metrics {
 	uint64_t client_closed;
 	uint64_t timeouts; /* answered 504 */
 	uint64_t retries;
+	uint64_t retries_budget_exhausted; /* retries the funnel wanted and the retry budget refused */
 	uint64_t rejected_by[SL_REJECT_COUNT];
 	uint64_t by_class[5];                             /* final statuses sent to clients: 1xx (none) .. 5xx */
 	uint64_t upstream_failures[SL_EK_UPSTREAM_COUNT]; /* failed attempts, by kind - 1 */
@@ -112,6 +113,7 @@ typedef struct sl_metrics {
 
 typedef struct sl_metrics_sum {
 	uint64_t total, success, failed, rejected, client_closed, timeouts, retries;
+	uint64_t retries_budget_exhausted;
 	uint64_t rejected_by[SL_REJECT_COUNT];
 	uint64_t by_class[5];
 	uint64_t upstream_failures[SL_EK_UPSTREAM_COUNT];
@@ -133,6 +135,8 @@ void sl_metrics_end(sl_metrics_t *m, sl_outcome_t outcome, int status, uint64_t 
 void sl_metrics_rejected(sl_metrics_t *m, sl_reject_t why, uint64_t now_ms);
 void sl_metrics_latency(sl_metrics_t *m, uint64_t us, uint64_t now_ms);
 void sl_metrics_retry(sl_metrics_t *m);
+/* A retry the failure funnel wanted was refused by the retry budget. */
+void sl_metrics_budget_exhausted(sl_metrics_t *m);
 /* One upstream attempt failed this way (kind: SL_EK_DNS .. SL_EK_UPSTREAM_STATUS). */
 void sl_metrics_upstream_failure(sl_metrics_t *m, sl_error_kind_t kind);
 /* Gauges (owner thread only): n is +1 or -1. */

@@ -147,6 +147,13 @@ json_t *sl_report_health(const sl_snapshot_t *snap)
 	return h;
 }
 
+/* The limit admission applies now: max_concurrent_requests (or the
+ * cluster lease), lowered by the adaptive limit when that is on. */
+static uint32_t effective_limit(const sl_snapshot_t *snap)
+{
+	return snap->admit.cap < snap->admit.limit ? snap->admit.cap : snap->admit.limit;
+}
+
 /* The cluster object of /proxy-metrics (with --redis-url). */
 static json_t *cluster_json(const sl_snapshot_t *snap)
 {
@@ -217,6 +224,10 @@ json_t *sl_report_json(const sl_snapshot_t *snap)
 	for (int i = 0; i < SL_EK_UPSTREAM_COUNT; i++)
 		json_object_set_new(failures, sl_error_kind_name((sl_error_kind_t)(SL_EK_DNS + i)),
 		                    json_integer((json_int_t)m->upstream_failures[i]));
+	json_object_set_new(json_object_get(root, "concurrency"), "effective_limit",
+	                    json_integer((json_int_t)effective_limit(snap)));
+	json_object_set_new(json_object_get(root, "requests"), "retries_budget_exhausted",
+	                    json_integer((json_int_t)m->retries_budget_exhausted));
 	json_object_set_new(root, "version", json_string(SL_VERSION));
 	if (snap->has_cluster)
 		json_object_set_new(root, "cluster", cluster_json(snap));
@@ -339,6 +350,9 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 	          (double)m->timeouts);
 	do_metric(out, "sluice_retries_total", "counter", "Extra upstream attempts made after a failed one.",
 	          (double)m->retries);
+	do_metric(out, "sluice_retries_budget_exhausted_total", "counter",
+	          "Retries the failure funnel wanted and the retry budget refused (the failure was answered).",
+	          (double)m->retries_budget_exhausted);
 	do_histogram(out, "sluice_request_duration_seconds",
 	             "Time from the request head to the complete response, forwarded requests.", &m->latency_us);
 	do_histogram(out, "sluice_queue_wait_seconds", "Time requests waited in the admission queue.",
@@ -346,6 +360,9 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 	do_metric(out, "sluice_active_requests", "gauge", "Requests holding an admission slot.",
 	          (double)snap->admit.active);
 	do_metric(out, "sluice_max_concurrent_requests", "gauge", "The admission limit.", (double)snap->admit.limit);
+	do_metric(out, "sluice_concurrency_effective_limit", "gauge",
+	          "The limit applied now: the admission limit, lowered by the adaptive limit (--adaptive-limit).",
+	          (double)effective_limit(snap));
 	do_metric(out, "sluice_queued_requests", "gauge", "Requests waiting for a slot.", (double)snap->admit.queued);
 	do_metric(out, "sluice_max_queue_size", "gauge", "Places in the admission queue.",
 	          (double)snap->admit.max_queue);

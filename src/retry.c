@@ -9,7 +9,10 @@
  */
 #include "retry.h"
 
+#include <ctype.h>
 #include <math.h>
+#include <string.h>
+#include <time.h>
 
 #include "http1.h"
 
@@ -81,9 +84,58 @@ sl_retry_verdict_t sl_retry_decide(const sl_config_t *cfg, const sl_attempt_t *a
 	if (a->retries_done >= cfg->max_retries)
 		return v;
 	uint64_t delay = sl_retry_backoff_ms(cfg, a->retries_done, rand01);
+	if (a->retry_after_ms > delay) { /* the upstream said when: not sooner */
+		if (a->retry_after_ms > sl_config_ms(cfg->read_timeout))
+			return v;
+		delay = a->retry_after_ms;
+	}
 	if ((int64_t)delay >= a->time_left_ms)
 		return v; /* the next attempt could not even start in time */
 	v.action = SL_RETRY_BACKOFF;
 	v.delay_ms = delay;
 	return v;
+}
+
+/* Retry-After is a wait, never a schedule: a day is beyond any deadline. */
+#define RETRY_AFTER_MAX_S 86400
+
+bool sl_retry_after_parse(const char *v, size_t len, int64_t now_unix, uint64_t *ms)
+{
+	while (len && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+		len--;
+	while (len && (*v == ' ' || *v == '\t'))
+		v++, len--;
+	if (len == 0 || len > 64)
+		return false;
+	if (isdigit((unsigned char)v[0])) { /* delta-seconds = 1*DIGIT */
+		uint64_t s = 0;
+		for (size_t i = 0; i < len; i++) {
+			if (!isdigit((unsigned char)v[i]))
+				return false;
+			if (s < RETRY_AFTER_MAX_S)
+				s = s * 10 + (uint64_t)(v[i] - '0');
+		}
+		*ms = (s < RETRY_AFTER_MAX_S ? s : RETRY_AFTER_MAX_S) * 1000;
+		return true;
+	}
+	/* IMF-fixdate, then the obsolete RFC 850 and asctime forms (§5.6.7:
+	 * a recipient accepts all three). strptime reads names in the C
+	 * locale, which is the only one sluice runs in. */
+	static const char *const formats[] = {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT",
+	                                      "%a %b %e %H:%M:%S %Y"};
+	char buf[65];
+	memcpy(buf, v, len);
+	buf[len] = '\0';
+	for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
+		struct tm tm;
+		memset(&tm, 0, sizeof tm);
+		const char *end = strptime(buf, formats[i], &tm);
+		if (end == NULL || *end != '\0')
+			continue;
+		int64_t at = (int64_t)timegm(&tm);
+		int64_t s = at - now_unix;
+		*ms = s <= 0 ? 0 : (uint64_t)(s < RETRY_AFTER_MAX_S ? s : RETRY_AFTER_MAX_S) * 1000;
+		return true;
+	}
+	return false;
 }

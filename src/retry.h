@@ -20,6 +20,13 @@
  * upstream that is already too slow, a second attempt doubles its load. No
  * attempt starts, and no backoff waits, past the request's deadline
  * (--request-timeout).
+ * An upstream's Retry-After on a 503 (RFC 9110 §10.2.3) is the floor of the
+ * backoff: sluice never asks again sooner than the upstream said. A floor
+ * past the request's deadline, or longer than read_timeout (more patience
+ * than sluice gives any one answer), is not waited for: the 503 is relayed,
+ * Retry-After and all, for the client to decide.
+ * Whether a retry may start at all under load is the retry budget's call
+ * (budget.h), asked only once this funnel says "again after a backoff".
  */
 #ifndef SL_RETRY_H
 #define SL_RETRY_H
@@ -31,17 +38,18 @@
 #include "upstream.h"
 
 typedef struct sl_attempt {
-	sl_up_error_t kind;    /* what failed */
-	int status;            /* the upstream's status, for SL_UP_ERROR_STATUS */
-	bool reused;           /* the connection came from the pool */
-	bool request_written;  /* some request byte may have reached the upstream */
-	bool request_sent;     /* the whole request was handed to the kernel */
-	bool response_relayed; /* some response byte reached the client */
-	bool idempotent;       /* the method may be repeated */
-	bool body_replayable;  /* every request body byte consumed so far is still held */
-	bool stale_retry_used; /* the free stale-connection retry was taken */
-	int retries_done;      /* retries already made (backoff attempts) */
-	int64_t time_left_ms;  /* until the request's deadline; INT64_MAX without one */
+	sl_up_error_t kind;      /* what failed */
+	int status;              /* the upstream's status, for SL_UP_ERROR_STATUS */
+	bool reused;             /* the connection came from the pool */
+	bool request_written;    /* some request byte may have reached the upstream */
+	bool request_sent;       /* the whole request was handed to the kernel */
+	bool response_relayed;   /* some response byte reached the client */
+	bool idempotent;         /* the method may be repeated */
+	bool body_replayable;    /* every request body byte consumed so far is still held */
+	bool stale_retry_used;   /* the free stale-connection retry was taken */
+	int retries_done;        /* retries already made (backoff attempts) */
+	int64_t time_left_ms;    /* until the request's deadline; INT64_MAX without one */
+	uint64_t retry_after_ms; /* the upstream's Retry-After on a 503, as ms from now; 0: none */
 } sl_attempt_t;
 
 typedef enum {
@@ -68,5 +76,12 @@ sl_retry_verdict_t sl_retry_decide(const sl_config_t *cfg, const sl_attempt_t *a
 /* Full jitter (see retry.c): uniform in [0, min(max, factor * 2^n)] seconds,
  * as milliseconds. n counts retries from 0. */
 uint64_t sl_retry_backoff_ms(const sl_config_t *cfg, int n, double rand01);
+
+/* Parses a Retry-After value (RFC 9110 §10.2.3): delta-seconds, or an
+ * HTTP-date in any of its three formats (§5.6.7), read against now_unix
+ * (seconds since the epoch, the wall clock: the only clock a date can be
+ * compared with). Returns true with *ms set (0 for a date already past;
+ * capped at one day), false when the value is neither. */
+bool sl_retry_after_parse(const char *v, size_t len, int64_t now_unix, uint64_t *ms);
 
 #endif

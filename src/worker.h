@@ -26,8 +26,10 @@
 #include <uv.h>
 
 #include "accesslog.h"
+#include "adaptive.h"
 #include "admit.h"
 #include "breaker.h"
+#include "budget.h"
 #include "config.h"
 #include "list.h"
 #include "metrics.h"
@@ -99,6 +101,8 @@ struct sl_server {
 	atomic_int tunnels;         /* CONNECT tunnels open (or being opened), all workers */
 	sl_admit_t admit;           /* slots and queue, all workers */
 	sl_breaker_t breaker;       /* the circuit breaker, all workers */
+	sl_budget_t budget;         /* the retry budget, all workers (budget.h) */
+	sl_adaptive_t adaptive;     /* the adaptive limit, all workers (adaptive.h): a cap on `admit` */
 	struct sl_cluster *cluster; /* --redis-url: the lease on the cluster's slots (main thread), or NULL */
 	atomic_bool cluster_closed; /* the closed fallback is on: answer 503 cluster_unavailable */
 	atomic_int shutdown_phase;  /* 0 running, 1 draining, 2 stopping */

@@ -474,7 +474,7 @@ def test_counters_move_exactly_after_a_known_mix(start_upstream, start_sluice, t
     assert m["recent"]["latency_ms"] == lat and m["recent"]["queue_wait_ms"] == qw, m["recent"]
     conc = m["concurrency"]
     assert conc == {"active": 0, "max": 1, "queued": 0, "max_queue": 1, "peak_active": 1, "peak_queued": 1,
-                    "draining": 0}, conc
+                    "draining": 0, "effective_limit": 1}, conc
     pool = m["pool"]
     assert 1 <= pool["created"] <= forwarded, pool
     assert forwarded <= pool["created"] + pool["reused"] <= forwarded + 2, (

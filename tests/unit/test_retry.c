@@ -211,6 +211,60 @@ static void test_backoff_full_jitter_capped(void **state)
 	assert_int_equal(v.delay_ms, 500);
 }
 
+/* RFC 9110 §10.2.3: delta-seconds or an HTTP-date, in its three forms. */
+static void test_retry_after_parse(void **state)
+{
+	uint64_t ms = 7;
+	int64_t now = 784111777; /* Sun, 06 Nov 1994 08:49:37 GMT */
+	assert_true(sl_retry_after_parse("120", 3, now, &ms));
+	assert_int_equal(ms, 120000);
+	assert_true(sl_retry_after_parse(" 0 ", 3, now, &ms));
+	assert_int_equal(ms, 0);
+	assert_true(sl_retry_after_parse("99999999999999999999", 20, now, &ms));
+	assert_int_equal(ms, 86400000); /* capped at a day, no overflow */
+	const char *fix = "Sun, 06 Nov 1994 08:49:47 GMT";
+	assert_true(sl_retry_after_parse(fix, strlen(fix), now, &ms));
+	assert_int_equal(ms, 10000);
+	const char *rfc850 = "Sunday, 06-Nov-94 08:49:39 GMT";
+	assert_true(sl_retry_after_parse(rfc850, strlen(rfc850), now, &ms));
+	assert_int_equal(ms, 2000);
+	const char *asc = "Sun Nov  6 08:49:40 1994";
+	assert_true(sl_retry_after_parse(asc, strlen(asc), now, &ms));
+	assert_int_equal(ms, 3000);
+	const char *past = "Sun, 06 Nov 1994 08:00:00 GMT";
+	assert_true(sl_retry_after_parse(past, strlen(past), now, &ms));
+	assert_int_equal(ms, 0);
+	assert_false(sl_retry_after_parse("", 0, now, &ms));
+	assert_false(sl_retry_after_parse("-1", 2, now, &ms));
+	assert_false(sl_retry_after_parse("1.5", 3, now, &ms));
+	assert_false(sl_retry_after_parse("soon", 4, now, &ms));
+	assert_false(sl_retry_after_parse("Sun, 06 Nov 1994 08:49:47 PST", 29, now, &ms));
+}
+
+/* The upstream's Retry-After is the backoff's floor; a floor past the
+ * deadline, or above read_timeout, is not waited for. */
+static void test_retry_after_is_the_backoff_floor(void **state)
+{
+	sl_config_t c = cfg();
+	c.read_timeout = 120;
+	sl_attempt_t a = get_failed(SL_UP_ERROR_STATUS);
+	a.status = 503;
+	a.retry_after_ms = 3000;
+	sl_retry_verdict_t v = sl_retry_decide(&c, &a, 0.5);
+	assert_int_equal(v.action, SL_RETRY_BACKOFF);
+	assert_int_equal(v.delay_ms, 3000); /* not the 250 ms the jitter drew */
+	a.retry_after_ms = 100;             /* below the draw: the draw stands */
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).delay_ms, 250);
+	a.retry_after_ms = 3000;
+	a.time_left_ms = 2500; /* the floor passes the deadline: answer now */
+	v = sl_retry_decide(&c, &a, 0.5);
+	assert_int_equal(v.action, SL_RETRY_ANSWER);
+	assert_int_equal(v.status, 503);
+	a.time_left_ms = INT64_MAX;
+	a.retry_after_ms = 121000; /* more patience than read_timeout */
+	assert_int_equal(sl_retry_decide(&c, &a, 0.5).action, SL_RETRY_ANSWER);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -225,6 +279,8 @@ int main(void)
 	    cmocka_unit_test(test_close_after_the_request_went_out_is_not_stale),
 	    cmocka_unit_test(test_max_retries_and_statuses),
 	    cmocka_unit_test(test_backoff_full_jitter_capped),
+	    cmocka_unit_test(test_retry_after_parse),
+	    cmocka_unit_test(test_retry_after_is_the_backoff_floor),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,7 @@
 #include "failmap.h"
 #include "reqlog.h"
 #include "respond.h"
+#include "options.h"
 #include "stats.h"
 
 #define LINGER_MS 2000 /* after our FIN, how long we drain input before closing */
@@ -490,10 +491,15 @@ static int on_headers_complete(llhttp_t *p)
 	if (c->endpoint == SL_UP_EP_NONE) {
 		sl_up_req_view_t v;
 		do_view(c, &v);
-		sl_up_stats_request();
+		long inflight = sl_up_stats_request();
 		c->req_counted = true;
 		c->log_seq = sl_up_reqlog_add(c->id, (double)uv_hrtime() / 1e6, &v);
 		do_params(c);
+		if (sl_up_max_inflight > 0 && inflight > sl_up_max_inflight) {
+			/* over capacity: 429 at once, whatever the query asked */
+			sl_up_params_init(&c->params);
+			c->params.status = 429;
+		}
 	} else {
 		sl_up_params_init(&c->params);
 		if (c->nreq == 0 && c->open_counted) {

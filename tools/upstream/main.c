@@ -46,8 +46,11 @@ static void do_free_workers(void)
 
 /* Opens the sockets and starts the workers. Returns 0, or -1 after printing
  * why; workers already started are left in M for the caller to stop. */
+long sl_up_max_inflight;
+
 static int do_start(const sl_up_options_t *o)
 {
+	sl_up_max_inflight = o->max_inflight;
 	char err[256];
 	int port = o->port;
 	M.workers = calloc((size_t)o->workers, sizeof *M.workers);

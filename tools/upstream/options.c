@@ -23,6 +23,9 @@ static const char usage[] = "usage: sluice-upstream [options]\n"
                             "                        SO_REUSEPORT socket (default 1)\n"
                             "  --idle-timeout SEC    close keep-alive connections idle this long\n"
                             "                        (default 0: never)\n"
+                            "  --max-inflight N      answer 429 at once to a request that finds N\n"
+                            "                        others in flight (an upstream with a capacity);\n"
+                            "                        0, the default, means no limit\n"
                             "  --help                print this and exit\n";
 
 static int do_int(const char *v, long min, long max, int *out)
@@ -42,6 +45,7 @@ int sl_up_options_parse(sl_up_options_t *o, int argc, char **argv, char *err, si
 	o->port = 8000;
 	o->workers = 1;
 	o->idle_timeout = 0;
+	o->max_inflight = 0;
 
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i];
@@ -92,6 +96,14 @@ int sl_up_options_parse(sl_up_options_t *o, int argc, char **argv, char *err, si
 				return SL_UP_OPTIONS_ERROR;
 			}
 			o->idle_timeout = d;
+		} else if (IS("max-inflight")) {
+			int n;
+			if (do_int(value, 0, 1000000, &n) < 0) {
+				snprintf(err, errlen, "--max-inflight must be an integer from 0 to 1000000, not '%s'",
+				         value);
+				return SL_UP_OPTIONS_ERROR;
+			}
+			o->max_inflight = n;
 		} else {
 			snprintf(err, errlen, "unknown option '--%.*s' (see --help)", (int)nlen, name);
 			return SL_UP_OPTIONS_ERROR;

@@ -10,7 +10,11 @@ typedef struct sl_up_options {
 	int port;
 	int workers;
 	double idle_timeout; /* seconds; 0 = never close idle connections */
+	long max_inflight;   /* 0 = none; else a request beyond this many in flight is answered 429 at once */
 } sl_up_options_t;
+
+/* --max-inflight, for the connections of every worker (set before they start). */
+extern long sl_up_max_inflight;
 
 /* Outcomes of sl_up_options_parse(). */
 #define SL_UP_OPTIONS_RUN 0   /* valid: run */

@@ -34,7 +34,7 @@ void sl_up_stats_conn_uncount(void)
 	ADD(open_connections, -1);
 }
 
-void sl_up_stats_request(void)
+long sl_up_stats_request(void)
 {
 	ADD(requests, 1);
 	int_fast64_t now = ADD(inflight, 1) + 1;
@@ -42,6 +42,7 @@ void sl_up_stats_request(void)
 	while (now > peak && !atomic_compare_exchange_weak_explicit(&S.peak_inflight, &peak, now, memory_order_relaxed,
 	                                                            memory_order_relaxed))
 		;
+	return (long)now;
 }
 
 void sl_up_stats_body(uint64_t n)

@@ -21,8 +21,9 @@ void sl_up_stats_conn_close(void);
  * change them. The caller then does not call sl_up_stats_conn_close(). */
 void sl_up_stats_conn_uncount(void);
 
-/* A request head was received: requests and inflight go up (and the peak). */
-void sl_up_stats_request(void);
+/* A request head was received: requests and inflight go up (and the peak).
+ * Returns inflight now, this request included. */
+long sl_up_stats_request(void);
 
 /* n request body bytes arrived. */
 void sl_up_stats_body(uint64_t n);
