@@ -25,7 +25,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -DSL_VERSION='"$(VERSION)"' \
            $(if $(filter off,$(METRICS)),-DSL_NO_METRICS) \
            $(if $(SAN),,-DNDEBUG)
 LDFLAGS += -pthread $(SAN)
-LDLIBS  += -luv -ljansson -lhiredis -lm
+LDLIBS  += -luv -ljansson -lhiredis -lssl -lcrypto -lm
 
 SRC        := $(wildcard src/*.c)
 CORE_OBJ   := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(filter-out src/main.c,$(SRC))) $(BUILD)/obj/gen/dashboard.o \
