@@ -298,6 +298,12 @@ void sl_tls_free(sl_tls_t *t)
 {
 	if (t == NULL)
 		return;
+	/* OpenSSL drops the session of a connection freed without a complete
+	 * shutdown, so a pooled connection's idle close would cost the next one
+	 * its resumption. As nginx (ngx_ssl_shutdown), a connection that did
+	 * not fail counts as shut down; a failed one still loses its session. */
+	if (t->done && !t->failed)
+		SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 	SSL_free(t->ssl); /* and both BIOs */
 	free(t);
 }

@@ -114,6 +114,23 @@ def test_upstream_pool_keeps_one_handshake_and_resumes(pki, https_up, start_slui
     assert reused == ["false", "true"]
 
 
+def test_idle_pooled_connection_closed_by_the_upstream_leaves_the_pool(pki, start_sluice):
+    up = HttpsServer(pki["key"], pki["crt"], idle_timeout=0.5)
+    try:
+        sl = start_sluice(up.port, target_host="localhost", target_tls=True, target_tls_ca=pki["ca"], workers=1)
+        assert get(sl.port, "/one")[0] == 200
+        assert metrics(sl.url)["pool"]["idle"] == 1
+        # the upstream's idle close is noticed while pooled, not by the next request
+        assert wait_until(lambda: metrics(sl.url)["pool"]["idle"] == 0, 5)
+        status, headers, body = get(sl.port, "/two")
+        assert status == 200 and headers["X-Conn"] == "2"
+        assert up.connections == 2 and up.resumed == 1
+        m = metrics(sl.url)
+        assert m["requests"]["retries"] == 0 and sum(m["upstream_failures"].values()) == 0
+    finally:
+        up.close()
+
+
 def test_upstream_streams_chunks_as_they_come(pki, https_up, start_sluice):
     up = https_up()
     sl = start_sluice(up.port, target_host="localhost", target_tls=True, target_tls_ca=pki["ca"])
@@ -213,6 +230,23 @@ def test_upstream_abrupt_close_mid_body_is_reported(pki, https_up, start_sluice,
     assert wait_until(lambda: os.path.exists(log) and b"truncated" in open(log, "rb").read(), 5), \
         open(log, "rb").read()
     assert metrics(sl.url)["upstream_failures"]["truncated"] == 1
+
+
+def test_upstream_close_without_close_notify_is_truncation(pki, https_up, start_sluice):
+    """A body framed by the close is complete only after close_notify: a bare
+    TCP close could be an attacker's, or a crash (RFC 8446 6.1)."""
+    up = https_up()
+    sl = start_sluice(up.port, target_host="localhost", target_tls=True, target_tls_ca=pki["ca"], max_retries=0)
+    status, _, body = get(sl.port, "/eof?n=50000&notify=1")
+    assert status == 200 and body == pattern(50000)
+    c = http.client.HTTPConnection("127.0.0.1", sl.port, timeout=10)
+    c.request("GET", "/eof?n=50000")
+    r = c.getresponse()
+    assert r.status == 200
+    with pytest.raises(http.client.IncompleteRead):
+        r.read()
+    c.close()
+    assert wait_until(lambda: metrics(sl.url)["upstream_failures"]["truncated"] == 1, 5)
 
 
 def test_20mb_each_way_with_bounded_rss(small_quarantine, pki, https_up, start_sluice):  # noqa: F811

@@ -38,12 +38,14 @@ class HttpsServer:
       GET  /size?n=N            N bytes (helpers.pattern), Content-Length
       GET  /stream?n=K&gap_ms=G K chunks of "chunk i\n", G ms apart (chunked)
       GET  /abort?n=N           announces N bytes, sends half, closes without close_notify
+      GET  /eof?n=N[&notify=1]  N bytes framed by the close (no length), then
+                                close_notify (notify=1) or a bare TCP close
       POST /count               the body's length and SHA-256, as "LEN HEX"
     Every answer says X-Session-Reused (the TLS session was resumed) and
     X-Conn (the connection's number). `connections` and `resumed` count the
     connections that completed a handshake and those that resumed one."""
 
-    def __init__(self, key, crt):
+    def __init__(self, key, crt, idle_timeout=None):
         server = self
         self.connections = 0
         self.resumed = 0
@@ -51,6 +53,7 @@ class HttpsServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = idle_timeout  # an idle keep-alive connection is closed (no close_notify) after it
 
             def setup(self):
                 super().setup()
@@ -102,6 +105,21 @@ class HttpsServer:
                     # a TCP close with no close_notify: Python's close() sends none
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
+                    return
+                if u.path == "/eof":
+                    self.send_response(200)
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(pattern(n))
+                    self.wfile.flush()
+                    self.close_connection = True
+                    if q.get("notify"):
+                        try:
+                            self.connection.unwrap()  # close_notify
+                        except (OSError, ValueError):
+                            pass
+                    else:
+                        self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 time.sleep(int(q.get("delay_ms", ["0"])[0]) / 1000)
                 body = b"ok " + self.path.encode()
