@@ -274,7 +274,7 @@ int main(int argc, char **argv)
 	 * configuration (exit 2), named like one. */
 	if (cfg.target_tls) {
 		m.server.tls_client_ctx =
-		    sl_tls_client_ctx(cfg.target_tls_ca, cfg.target_tls_insecure, err, sizeof err);
+		    sl_tls_client_ctx(cfg.target_tls_ca, cfg.target_tls_insecure, "--target-tls-ca", err, sizeof err);
 		if (m.server.tls_client_ctx == NULL) {
 			fprintf(stderr, "sluice: %s\n", err);
 			return 2;

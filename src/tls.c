@@ -117,14 +117,14 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 	return 1;
 }
 
-SSL_CTX *sl_tls_client_ctx(const char *ca_file, bool insecure, char *err, size_t errlen)
+SSL_CTX *sl_tls_client_ctx(const char *ca_file, bool insecure, const char *ca_option, char *err, size_t errlen)
 {
 	pthread_once(&out_once, do_make_method);
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 	if (ctx == NULL) {
 		char why[160];
 		do_error_text(why, sizeof why, "out of memory");
-		sl_errorf(-1, err, errlen, "cannot set up TLS to the upstream: %s", why);
+		sl_errorf(-1, err, errlen, "cannot set up TLS: %s", why);
 		return NULL;
 	}
 	do_common(ctx);
@@ -142,19 +142,17 @@ SSL_CTX *sl_tls_client_ctx(const char *ca_file, bool insecure, char *err, size_t
 		if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
 			char why[160];
 			do_error_text(why, sizeof why, strerror(errno));
-			sl_errorf(-1, err, errlen,
-			          "--target-tls-ca %s cannot be loaded (%s); give a readable PEM CA file", ca_file,
-			          why);
+			sl_errorf(-1, err, errlen, "%s %s cannot be loaded (%s); give a readable PEM CA file",
+			          ca_option, ca_file, why);
 			SSL_CTX_free(ctx);
 			return NULL;
 		}
 	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
 		char why[160];
 		do_error_text(why, sizeof why, "no system store");
-		sl_errorf(
-		    -1, err, errlen,
-		    "the system's CA store cannot be loaded (%s); install ca-certificates or pass --target-tls-ca",
-		    why);
+		sl_errorf(-1, err, errlen,
+		          "the system's CA store cannot be loaded (%s); install ca-certificates or pass %s", why,
+		          ca_option);
 		SSL_CTX_free(ctx);
 		return NULL;
 	}

@@ -45,10 +45,12 @@ typedef struct sl_tls sl_tls_t;
 
 /* ---- contexts (main thread, at start and on SIGHUP) ----------------------- */
 
-/* The context for connections to the upstream: verification against
- * ca_file (PEM; NULL: the system store, Debian's ca-certificates) unless
- * insecure. Returns NULL with one sentence in err. */
-SSL_CTX *sl_tls_client_ctx(const char *ca_file, bool insecure, char *err, size_t errlen);
+/* The context for connections to a server (sluice's upstream, or
+ * sluice-load's target): verification against ca_file (PEM; NULL: the
+ * system store, Debian's ca-certificates) unless insecure. ca_option names
+ * the flag that gave ca_file, for the message. Returns NULL with one
+ * sentence in err. */
+SSL_CTX *sl_tls_client_ctx(const char *ca_file, bool insecure, const char *ca_option, char *err, size_t errlen);
 
 /* The listener's certificate: a refcounted SSL_CTX behind a mutex, so
  * SIGHUP can swap it while workers accept. A connection's SSL holds its own

@@ -379,6 +379,31 @@ def free_admin_port():
     return free_port()
 
 
+# ---- sluice-load -------------------------------------------------------------------
+
+
+def load(*args):
+    out = subprocess.run([os.path.join(BUILD, "sluice-load"), "--json", *args], capture_output=True, timeout=60)
+    return out.returncode, (json.loads(out.stdout) if out.stdout.strip() else None), out.stderr
+
+
+def test_sluice_load_drives_an_https_listener(pki, upstream, start_sluice):
+    sl = start_sluice(upstream.port, tls_cert=pki["crt"], tls_key=pki["key"], max_concurrent_requests=100)
+    url = "https://localhost:%d/?size=100" % sl.port
+    code, rep, err = load("--cacert", pki["ca"], "-n", "200", "-c", "4", url)
+    assert code == 0, err
+    assert rep["status_codes"] == {"200": 200}, rep
+    code, rep, err = load("--cacert", pki["ca"], "-n", "30", "-c", "3", "--no-keepalive", url)
+    assert code == 0 and rep["status_codes"].get("200") == 30, (rep, err)
+    # the system store does not know the test CA: every request is a connect error
+    code, rep, err = load("-n", "5", "--min-success-rate", "1", url)
+    assert code == 1 and rep["errors"]["connect"] == 5, rep
+    code, rep, err = load("-k", "-n", "5", url)
+    assert code == 0 and rep["status_codes"].get("200") == 5, rep
+    code, rep, err = load("-k", "-n", "5", "http://localhost:%d/" % sl.port)
+    assert code == 2 and b"--insecure applies to an https:// URL" in err
+
+
 # ---- configuration ----------------------------------------------------------------
 
 
