@@ -191,6 +191,15 @@ static SSL_CTX *do_server_ctx(const char *cert_file, const char *key_file, char 
 	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"sluice", 6);
+	/* Resumption by ticket only, as nginx's default: OpenSSL's internal
+	 * server cache is a locked hash scanned every 255 connections, and
+	 * costs more per new connection than the resumptions it would add (TLS
+	 * 1.2 clients without tickets do full handshakes). The chain is the
+	 * one in the file: building one from the store on every full handshake
+	 * is work for nothing (nginx sets the same mode). */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_AUTO_CLEAR |
+	                                        SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
 	char why[160];
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
 		do_error_text(why, sizeof why, "no certificate");
