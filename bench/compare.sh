@@ -101,7 +101,7 @@ http {
     client_body_temp_path $TMP/up/body; proxy_temp_path $TMP/up/proxy;
     fastcgi_temp_path $TMP/up/fcgi; uwsgi_temp_path $TMP/up/uwsgi; scgi_temp_path $TMP/up/scgi;
     server {
-        listen 127.0.0.1:$UP_PORT$([ "$TLS_UPSTREAM" = 1 ] && printf ' ssl;\n        ssl_certificate %s; ssl_certificate_key %s; ssl_session_cache shared:UP:10m' "$TMP/tls/leaf.crt" "$TMP/tls/leaf.key");
+        listen 127.0.0.1:$UP_PORT$([ "$TLS_UPSTREAM" = 1 ] && printf ' ssl;\n        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_certificate %s; ssl_certificate_key %s; ssl_session_cache shared:UP:10m' "$TMP/tls/leaf.crt" "$TMP/tls/leaf.key");
         location / { default_type text/plain; return 200 "ok\n"; }
     }
 }
