@@ -25,7 +25,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -DSL_VERSION='"$(VERSION)"' \
            $(if $(filter off,$(METRICS)),-DSL_NO_METRICS) \
            $(if $(SAN),,-DNDEBUG)
 LDFLAGS += -pthread $(SAN)
-LDLIBS  += -luv -ljansson -lhiredis -lm
+LDLIBS  += -luv -ljansson -lhiredis -lssl -lcrypto -lm
 
 SRC        := $(wildcard src/*.c)
 CORE_OBJ   := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(filter-out src/main.c,$(SRC))) $(BUILD)/obj/gen/dashboard.o \
@@ -83,7 +83,7 @@ $(BUILD)/sluice: $(BUILD)/obj/main.o $(CORE_OBJ) $(LLHTTP_OBJ)
 $(BUILD)/sluice-upstream: $(UP_OBJ) $(BUILD)/obj/reason.o $(BUILD)/obj/listener.o $(LLHTTP_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/sluice-load: $(LOAD_OBJ) $(BUILD)/obj/hist.o $(BUILD)/obj/buf.o $(LLHTTP_OBJ)
+$(BUILD)/sluice-load: $(LOAD_OBJ) $(BUILD)/obj/hist.o $(BUILD)/obj/buf.o $(BUILD)/obj/tls.o $(BUILD)/obj/io.o $(LLHTTP_OBJ)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJ) $(LLHTTP_OBJ)

@@ -30,6 +30,16 @@
 #                                     URL_PATH=/ BUILD=build
 #                                     POST_BYTES=N: POST an N-byte JSON body
 #                                     instead of GET, like an LLM call)
+#
+# TLS (issue 16), configured the same way in all three proxies (bench/lib.sh
+# start_proxy; an RSA 2048 certificate for localhost from a throwaway CA):
+#   TLS_CLIENT=1    wrk -> proxy over HTTPS (wrk does not resume sessions)
+#   NEWCONN=1       ... with a new client connection per request
+#                   (wrk -H 'Connection: close': a full handshake each time)
+#   TLS_UPSTREAM=1  proxy -> upstream over HTTPS, verified, sessions resumed
+#                   (the upstream is then nginx with ssl: UPSTREAM=nginx)
+#   UP_NEWCONN=1    ... with a new upstream connection per request (no pool)
+# e.g. TLS_CLIENT=1 NEWCONN=1 TARGETS="sluice nginx haproxy" bench/compare.sh
 # Everything it starts is stopped on exit (trap EXIT, by PID).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +55,11 @@ UPSTREAM=${UPSTREAM:-sluice-upstream}
 TARGETS=${TARGETS:-"direct sluice nginx haproxy"}
 URL_PATH=${URL_PATH:-/}
 POST_BYTES=${POST_BYTES:-}
+TLS_CLIENT=${TLS_CLIENT:-0}
+TLS_UPSTREAM=${TLS_UPSTREAM:-0}
+NEWCONN=${NEWCONN:-0}
+UP_NEWCONN=${UP_NEWCONN:-0}
+[ "$TLS_UPSTREAM" = 1 ] && UPSTREAM=nginx
 
 SCRIPT=compare.sh
 # shellcheck source=bench/lib.sh
@@ -66,6 +81,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -ge 2048 ] || die "open-file limit $(ulimit -n) is too low for 500 connections"
 
 SLUICE_EXTRA=()
+make_tls_material
 
 # ---------------------------------------------------------------- upstream
 
@@ -85,7 +101,7 @@ http {
     client_body_temp_path $TMP/up/body; proxy_temp_path $TMP/up/proxy;
     fastcgi_temp_path $TMP/up/fcgi; uwsgi_temp_path $TMP/up/uwsgi; scgi_temp_path $TMP/up/scgi;
     server {
-        listen 127.0.0.1:$UP_PORT;
+        listen 127.0.0.1:$UP_PORT$([ "$TLS_UPSTREAM" = 1 ] && printf ' ssl;\n        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_certificate %s; ssl_certificate_key %s; ssl_session_cache shared:UP:10m' "$TMP/tls/leaf.crt" "$TMP/tls/leaf.key");
         location / { default_type text/plain; return 200 "ok\n"; }
     }
 }
@@ -121,6 +137,9 @@ wrk.body = '{"prompt": "' .. string.rep("x", $POST_BYTES - 14) .. '"}'
 EOF
 	WRK_SCRIPT=(-s "$TMP/post.lua")
 fi
+if [ "$NEWCONN" = 1 ]; then
+	WRK_SCRIPT+=(-H "Connection: close")
+fi
 
 ROWS=()
 declare -A CPU
@@ -128,7 +147,11 @@ for c in $CONNS; do
 	for t in $TARGETS; do
 		port=${PORT[$t]}
 		pid=${PID[$t]:-}
-		url="http://127.0.0.1:$port$URL_PATH"
+		scheme=http
+		if { [ "$t" = direct ] && [ "$TLS_UPSTREAM" = 1 ]; } || { [ "$t" != direct ] && [ "$TLS_CLIENT" = 1 ]; }; then
+			scheme=https
+		fi
+		url="$scheme://127.0.0.1:$port$URL_PATH"
 		threads=$WRK_THREADS; [ "$threads" -gt "$c" ] && threads=$c
 		"$WRK" -t"$threads" -c"$c" -d1s "${WRK_SCRIPT[@]}" "$url" >/dev/null 2>&1 || true  # warm-up: pools, caches
 		p0=0; [ -n "$pid" ] && p0=$(cpu_ticks "$pid")
@@ -165,6 +188,8 @@ echo "upstream: $UPSTREAM ($UP_WORKERS workers); proxies: $WORKERS worker(s) eac
 echo "wrk $WRK_THREADS threads, ${DURATION}s per run after a 1 s warm-up, $METHOD $URL_PATH;" \
 	"CPU = utime+stime per request, in microseconds"
 echo "$("$NGINX" -v 2>&1 | sed 's/.*version: //'), $("$HAPROXY" -v | head -1 | awk '{print "HAProxy " $3}')"
+echo "TLS: client->proxy $([ "$TLS_CLIENT" = 1 ] && echo "on$([ "$NEWCONN" = 1 ] && echo ", new connection per request")" || echo off)," \
+	"proxy->upstream $([ "$TLS_UPSTREAM" = 1 ] && echo "on$([ "$UP_NEWCONN" = 1 ] && echo ", new connection per request")" || echo off)"
 echo
 printf '%-12s %6s %10s %9s %9s %7s %12s %12s\n' target conns req/s p50_ms p99_ms errors proxy_us/req upstr_us/req
 printf '%s\n' "${ROWS[@]}"
@@ -183,4 +208,9 @@ for c in $CONNS; do
 		awk -v s="$s" -v x="$x" -v o="$o" -v c="$c" 'BEGIN {
 			if (x > 0) printf "c=%-4s sluice CPU/request / %-7s = %.2f%s\n", c, o, s / x, (s / x <= 1.25 ? "" : "  (over the 1.25 target)") }'
 	done
+	n=${CPU[nginx,$c]:-} h=${CPU[haproxy,$c]:-}
+	if [ -n "$n" ] && [ "$n" != "-" ] && [ -n "$h" ] && [ "$h" != "-" ]; then
+		awk -v s="$s" -v n="$n" -v h="$h" -v c="$c" 'BEGIN { b = n < h ? n : h;
+			if (b > 0) printf "c=%-4s sluice CPU/request / the better of nginx and HAProxy = %.2f\n", c, s / b }'
+	fi
 done

@@ -132,22 +132,65 @@ callgrind_total() { # build n -> instructions from start to exit
 	awk '/^summary:/ { print $2 }' "$out"
 }
 
+# A throwaway CA and a certificate for localhost and 127.0.0.1 (RSA 2048, as
+# most certificates still are), in $TMP/tls: ca.crt, leaf.crt, leaf.key and
+# leaf.pem (certificate and key in one file, for HAProxy).
+make_tls_material() {
+	local d="$TMP/tls"
+	[ -f "$d/leaf.pem" ] && return 0
+	mkdir -p "$d"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench CA" -keyout "$d/ca.key" \
+		-out "$d/ca.crt" >/dev/null 2>&1 || die "openssl cannot make a CA"
+	printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$d/leaf.ext"
+	openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$d/leaf.key" -out "$d/leaf.csr" \
+		>/dev/null 2>&1 || die "openssl cannot make a key"
+	openssl x509 -req -in "$d/leaf.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+		-extfile "$d/leaf.ext" -out "$d/leaf.crt" >/dev/null 2>&1 || die "openssl cannot sign"
+	cat "$d/leaf.crt" "$d/leaf.key" >"$d/leaf.pem"
+}
+
 # Starts proxy $1 (sluice, nginx or haproxy) on a free loopback port in
 # front of 127.0.0.1:$UP_PORT with $WORKERS workers, each with its own
 # generated config in $TMP, access logging off, all adding X-Forwarded-For,
 # keeping upstream connections alive; sets PORT[$1] (and PID[$1]).
 # Needs ROOT, BUILD, UP_PORT, WORKERS and need_tools; optional MAXCONN (client
 # connections each may hold) and SLUICE_EXTRA (extra sluice flags, an array).
+# TLS (issue 16), the same way for all three (make_tls_material first):
+# TLS_CLIENT=1 serves HTTPS to the clients with $TMP/tls/leaf.*; TLS_UPSTREAM=1
+# speaks HTTPS to the upstream, verifying it against $TMP/tls/ca.crt for the
+# name localhost, resuming sessions; UP_NEWCONN=1 uses a new upstream
+# connection for every request (no keep-alive pool anywhere).
 declare -A PORT
 start_proxy() { # name
 	local t=$1
+	local tlsd="$TMP/tls" sl_tls=() ng_listen="" ng_up="http" ng_keep="keepalive 1000;" ha_bind="" ha_srv=""
+	local ha_reuse="http-reuse always"
+	if [ "${TLS_CLIENT:-0}" = 1 ]; then
+		sl_tls+=(--tls-cert "$tlsd/leaf.crt" --tls-key "$tlsd/leaf.key")
+		# nginx 1.22's default protocols stop at TLS 1.2, whose abbreviated
+		# resumption skips the key exchange: say TLS 1.2-1.3, as the others do
+		ng_listen=" ssl;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_certificate $tlsd/leaf.crt; ssl_certificate_key $tlsd/leaf.key"
+		ha_bind=" ssl crt $tlsd/leaf.pem alpn http/1.1"
+	fi
+	if [ "${TLS_UPSTREAM:-0}" = 1 ]; then
+		sl_tls+=(--target-tls --target-tls-ca "$tlsd/ca.crt" --target-tls-sni localhost)
+		ng_up="https"
+		ha_srv=" ssl verify required ca-file $tlsd/ca.crt sni str(localhost) verifyhost localhost alpn http/1.1"
+	fi
+	local pool=1000
+	if [ "${UP_NEWCONN:-0}" = 1 ]; then
+		pool=0 ng_keep="" ha_reuse="http-reuse never
+    option http-server-close"
+	fi
 	case $t in
 	sluice)
 		PORT[$t]=$(free_port)
 		start "$t" "${PORT[$t]}" "$ROOT/$BUILD/sluice" --listen-host 127.0.0.1 --listen-port "${PORT[$t]}" \
 			--target-host 127.0.0.1 --target-port "$UP_PORT" --workers "$WORKERS" --log-level warn \
-			--max-concurrent-requests 2000 --max-queue-size 2000 --pool-maxsize 1000 \
-			--max-connections "${MAXCONN:-20000}" "${SLUICE_EXTRA[@]}"
+			--max-concurrent-requests 2000 --max-queue-size 2000 --pool-maxsize "$pool" \
+			--max-connections "${MAXCONN:-20000}" "${sl_tls[@]}" "${SLUICE_EXTRA[@]}"
 		;;
 	sluice-redis) # the same sluice, its limit shared through a redis-server of its own (issue 14)
 		if [ -z "${PID[redis]:-}" ]; then
@@ -181,13 +224,19 @@ http {
     fastcgi_temp_path $TMP/$t/fcgi; uwsgi_temp_path $TMP/$t/uwsgi; scgi_temp_path $TMP/$t/scgi;
     upstream up {
         server 127.0.0.1:$UP_PORT;
-        keepalive 1000;
+        $ng_keep
         keepalive_requests 1000000;
     }
     server {
-        listen 127.0.0.1:${PORT[$t]};
+        listen 127.0.0.1:${PORT[$t]}$ng_listen;
         location / {
-            proxy_pass http://up;
+            proxy_ssl_protocols TLSv1.2 TLSv1.3;
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate $tlsd/ca.crt;
+            proxy_ssl_name localhost;
+            proxy_ssl_server_name on;
+            proxy_ssl_session_reuse on;
+            proxy_pass $ng_up://up;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
@@ -211,13 +260,13 @@ defaults
     timeout client 120s
     timeout server 120s
     timeout http-keep-alive 60s
-    http-reuse always
+    $ha_reuse
     option forwardfor
 frontend fe
-    bind 127.0.0.1:${PORT[$t]}
+    bind 127.0.0.1:${PORT[$t]}$ha_bind
     default_backend be
 backend be
-    server up 127.0.0.1:$UP_PORT
+    server up 127.0.0.1:$UP_PORT$ha_srv
 EOF
 		start "$t" "${PORT[$t]}" "$HAPROXY" -db -f "$TMP/$t.cfg"
 		;;

@@ -3,7 +3,7 @@
 # the ones missing, so that `make run` and `make test` work on a fresh machine.
 # Usage: scripts/deps.sh [extra-package ...]
 set -e
-pkgs="gcc make pkg-config libuv1-dev node-llhttp libjansson-dev libhiredis-dev redis-server libcmocka-dev python3 python3-pytest python3-yaml python3-requests openssl groff-base curl $*"
+pkgs="gcc make pkg-config libuv1-dev node-llhttp libjansson-dev libhiredis-dev redis-server libcmocka-dev libssl-dev ca-certificates python3 python3-pytest python3-yaml python3-requests openssl groff-base curl $*"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -29,8 +29,7 @@
 #include "retry.h"
 #include "list.h"
 #include "upstream.h"
-
-typedef struct sl_worker sl_worker_t;
+#include "worker.h"
 
 /* States of a client connection. Each has its handlers (client.c's state
  * table); sl_client_set_state checks the transition in debug builds. */
@@ -124,11 +123,15 @@ typedef struct sl_client {
 	bool served;              /* a request has ended on it: an idle keep-alive connection now */
 	bool admin_listener;      /* accepted on the admin port */
 	bool reading;
-	bool eof;          /* the client will send nothing more */
-	bool parsing;      /* inside the parse loop: it sends a pending request head when done */
-	bool shut;         /* uv_shutdown issued */
-	bool shut_done;    /* ... and completed */
-	bool write_failed; /* the client is gone: closing from the timer */
+	bool eof;             /* the client will send nothing more */
+	bool parsing;         /* inside the parse loop: it sends a pending request head when done */
+	bool shut;            /* uv_shutdown issued */
+	bool shut_done;       /* ... and completed */
+	bool write_failed;    /* the client is gone: closing from the timer */
+	bool tls_fed;         /* TLS: a byte of the handshake arrived (a failure then counts) */
+	ssize_t tls_eof;      /* TLS: the transport ended while decrypted input still waited (0: not) */
+	sl_tls_t *tls;        /* HTTPS on the listen port: the stream under the parser, or NULL */
+	sl_defer_t tls_defer; /* TLS: decrypt what waited for room, from the next turn */
 } sl_client_t;
 
 #endif

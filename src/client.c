@@ -19,6 +19,16 @@
  *
  * Nothing here frees the connection inside a parser callback: the callbacks
  * record an event and pause; the parse loop acts once the parser returned.
+ *
+ * TLS (--tls-cert): the connection's stream (tls.h) sits between the socket
+ * and c->in. Ciphertext is read into the worker's scratch buffer and fed in;
+ * plaintext is decrypted into c->in as far as it has room and goes to the
+ * state's read handler exactly as plain bytes do. What does not fit waits in
+ * the stream; when room comes back (sl_client_update_reading) it is
+ * decrypted from the next loop turn (sl_worker_defer), before new reads.
+ * Writes are encrypted and flushed through sl_io_write, so the write queue
+ * is the backpressure for both. The handshake runs within
+ * client_header_timeout; a failed one closes the connection and is counted.
  */
 #include "client.h"
 
@@ -30,6 +40,8 @@
 #include "forward.h"
 #include "io.h"
 #include "log.h"
+#include "stat.h"
+#include "tls.h"
 #include "worker.h"
 
 #define SL_LINGER_MS 2000
@@ -153,7 +165,15 @@ bool sl_client_write(sl_client_t *c, const uv_buf_t *bufs, unsigned n)
 		c->last_write = sl_client_now(c);
 	if (c->write_failed)
 		return true;
-	int err = sl_io_write((uv_stream_t *)&c->tcp, bufs, n, on_written, NULL);
+	int err;
+	if (c->tls) {
+		err = !sl_tls_handshake_done(c->tls) || sl_tls_write(c->tls, bufs, n) != 0
+		          ? UV_EPROTO
+		          : sl_tls_flush(c->tls, (uv_stream_t *)&c->tcp, on_written, NULL);
+		c->w->tls_out.len = 0; /* nothing of a failed write is left for another stream */
+	} else {
+		err = sl_io_write((uv_stream_t *)&c->tcp, bufs, n, on_written, NULL);
+	}
 	if (err != 0) {
 		/* The client is gone. We may be inside the upstream's parser, so
 		 * the connection closes from the timer on the next loop turn. */
@@ -353,6 +373,8 @@ static void head_timer(sl_client_t *c)
 			do_close_now(c);
 	} else if (sl_deadline_passed(&c->timer, c->head_start, sl_config_ms(cfg->client_header_timeout), on_timer)) {
 		if (c->req == NULL) { /* nothing of a request arrived: nobody to answer */
+			if (c->tls && c->tls_fed && !sl_tls_handshake_done(c->tls))
+				SL_BUMP(c->w->tls_handshake_failures, 1); /* a handshake that stalled */
 			do_close_now(c);
 			return;
 		}
@@ -493,8 +515,8 @@ void sl_client_parse(sl_client_t *c)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	sl_client_t *c = h->data;
-	if (c->state == CL_LINGER) {
-		buf->base = c->w->read_buf; /* discarded */
+	if (c->state == CL_LINGER || c->tls) { /* discarded, or ciphertext: fed to the stream at once */
+		buf->base = c->w->read_buf;    /* discarded */
 		buf->len = SL_READ_BUF_SIZE;
 		return;
 	}
@@ -509,11 +531,17 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	buf->len = SL_CLIENT_BUF - c->in_len;
 }
 
+static void do_tls_read(sl_client_t *c, ssize_t nread, const char *data);
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	sl_client_t *c = s->data;
 	if (c->state == CL_CLOSED || nread == 0)
 		return;
+	if (c->tls) {
+		do_tls_read(c, nread, buf->base);
+		return;
+	}
 	if (nread < 0) {
 		c->eof = true;
 		uv_read_stop(s);
@@ -523,6 +551,123 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 	c->last_read = sl_client_now(c);
 	states[c->state].read(c, nread);
+}
+
+/* ---- TLS ------------------------------------------------------------------------ */
+
+/* The end of the client's input, through the state's handler. */
+static void do_input_end(sl_client_t *c, ssize_t err)
+{
+	c->eof = true;
+	if (c->reading)
+		uv_read_stop((uv_stream_t *)&c->tcp);
+	c->reading = false;
+	states[c->state].eof(c, err);
+}
+
+/* Writes what the stream produced (handshake, alerts); false when the
+ * client is gone (closed here). */
+static bool do_tls_flush(sl_client_t *c)
+{
+	if (sl_tls_flush(c->tls, (uv_stream_t *)&c->tcp, on_written, NULL) == 0)
+		return true;
+	do_client_gone(c);
+	return false;
+}
+
+/* Decrypts into c->in while it has room and the state reads, handing each
+ * piece to the state's read handler as plain bytes are. */
+static void do_tls_pump(sl_client_t *c)
+{
+	while (c->state != CL_CLOSED && c->state != CL_LINGER && !c->eof) {
+		if (c->req && c->req->a.up_backlogged)
+			break; /* as a plain connection stops reading */
+		if (c->in == NULL)
+			c->in = sl_worker_get_buffer(c->w);
+		if (c->in_off > 0 && c->in_len == SL_CLIENT_BUF) {
+			memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+			c->in_len -= c->in_off;
+			c->in_off = 0;
+		}
+		size_t room = SL_CLIENT_BUF - c->in_len;
+		if (room == 0)
+			break; /* waits in the stream until the parser makes room */
+		ssize_t n = sl_tls_read(c->tls, c->in + c->in_len, room);
+		if (!do_tls_flush(c))
+			return;
+		if (n == 0)
+			break;
+		if (n < 0) {
+			if (n == SL_TLS_FAILED)
+				sl_debug("TLS from client failed: %s", sl_tls_reason(c->tls));
+			/* close_notify is an EOF; a broken record a reset */
+			do_input_end(c, n == SL_TLS_CLOSED ? UV_EOF : UV_ECONNRESET);
+			return;
+		}
+		c->last_read = sl_client_now(c);
+		states[c->state].read(c, n);
+	}
+	if (c->tls_eof && c->state != CL_CLOSED && !c->eof && !sl_tls_has_input(c->tls)) {
+		/* The transport ended without close_notify: as nginx, an EOF
+		 * (requests are framed; a short one fails in the parser). */
+		ssize_t e = c->tls_eof;
+		c->tls_eof = 0;
+		do_input_end(c, e);
+	}
+}
+
+static void on_tls_defer(sl_defer_t *d)
+{
+	sl_client_t *c = (sl_client_t *)((char *)d - offsetof(sl_client_t, tls_defer));
+	do_tls_pump(c);
+}
+
+static void do_tls_handshake_failed(sl_client_t *c, const char *why)
+{
+	SL_BUMP(c->w->tls_handshake_failures, 1);
+	char peer[INET6_ADDRSTRLEN];
+	do_format_peer(c, peer, sizeof peer);
+	sl_debug("TLS handshake with client %s failed: %s", peer, why);
+	do_close_now(c);
+}
+
+static void do_tls_read(sl_client_t *c, ssize_t nread, const char *data)
+{
+	if (nread < 0) {
+		if (!sl_tls_handshake_done(c->tls)) {
+			if (c->tls_fed)
+				do_tls_handshake_failed(c, nread == UV_EOF ? "the client closed the connection"
+				                                           : uv_strerror((int)nread));
+			else
+				do_close_now(c); /* connected and left: a port probe, not a failure */
+			return;
+		}
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = false;
+		c->tls_eof = nread;
+		if (c->state == CL_LINGER) {
+			do_input_end(c, nread);
+			return;
+		}
+		do_tls_pump(c);
+		return;
+	}
+	if (c->state == CL_LINGER)
+		return; /* after our close_notify: read and dropped */
+	c->tls_fed = true;
+	sl_tls_feed(c->tls, data, (size_t)nread);
+	if (!sl_tls_handshake_done(c->tls)) {
+		int r = sl_tls_handshake(c->tls);
+		if (!do_tls_flush(c))
+			return;
+		if (r == SL_TLS_FAILED) {
+			do_tls_handshake_failed(c, sl_tls_reason(c->tls));
+			return;
+		}
+		if (r == 0)
+			return;
+	}
+	do_tls_pump(c);
 }
 
 /* HEAD, LOCAL, QUEUED, WAIT, BACKOFF, FORWARD, DISCARD: bytes for the parser. */
@@ -571,6 +716,14 @@ void sl_client_update_reading(sl_client_t *c)
 	bool room = c->in_len - c->in_off < SL_CLIENT_BUF;
 	bool backlogged = c->req && c->req->a.up_backlogged;
 	bool want = !c->eof && (c->state == CL_LINGER || (!backlogged && room));
+	if (c->tls) {
+		if (want && c->state != CL_LINGER && sl_tls_has_input(c->tls))
+			sl_worker_defer(c->w, &c->tls_defer); /* what waited for room, before new reads */
+		else if (want && c->tls_eof && c->state != CL_LINGER)
+			sl_worker_defer(c->w, &c->tls_defer); /* the end of input, once what waited is parsed */
+		if (c->tls_eof)
+			want = false; /* the transport has ended */
+	}
 	if (want && !c->reading) {
 		int err = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 		if (err != 0) {
@@ -646,6 +799,7 @@ static void on_closed(uv_handle_t *h)
 	sl_worker_t *w = c->w;
 	bool admin = c->admin_listener;
 	do_put_request(c);
+	sl_tls_free(c->tls);
 	free(c);
 	sl_worker_connection_closed(w, admin);
 }
@@ -674,6 +828,7 @@ static void do_close_now(sl_client_t *c)
 	sl_forward_release_flushing(c);
 	sl_client_set_state(c, CL_CLOSED);
 	sl_list_remove(&c->link);
+	sl_defer_cancel(&c->tls_defer);
 	sl_deadline_stop(&c->timer);
 	uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
 }
@@ -703,6 +858,11 @@ bool sl_client_shutdown_write(sl_client_t *c)
 		return true;
 	c->shut = true;
 	c->req->shutdown_req.data = c;
+	if (c->tls && sl_tls_handshake_done(c->tls)) {
+		sl_tls_close_notify(c->tls); /* the TLS end of the answer, then the FIN */
+		if (sl_tls_flush(c->tls, (uv_stream_t *)&c->tcp, on_written, NULL) != 0)
+			return false;
+	}
 	return uv_shutdown(&c->req->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) == 0;
 }
 
@@ -734,6 +894,9 @@ void sl_client_accept(sl_worker_t *w, uv_stream_t *listener, bool admin)
 	c->tcp.data = c;
 	c->admin_listener = admin;
 	c->state = CL_HEAD;
+	sl_defer_init(&c->tls_defer, on_tls_defer);
+	if (!admin && w->server->tls_listener)
+		c->tls = sl_tls_new_server(w->server->tls_listener, &w->tls_out);
 	sl_list_insert_tail(&w->clients, &c->link);
 	if (admin)
 		w->nadmin++;

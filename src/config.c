@@ -94,6 +94,18 @@ static const opt_t options[] = {
 	 "upstream host name or address, re-resolved for new connections"},
 	{"target-port", NULL, 0, OPT_PORT, 0, FIELD(target_port), 1, 65535, "8000", "PORT",
 	 "upstream port"},
+	{"target-tls", NULL, 0, OPT_BOOL, 0, FIELD(target_tls), 0, 0, NULL, NULL,
+	 "the target speaks HTTPS: TLS 1.2 or later, certificate verified against the system store"},
+	{"target-tls-ca", NULL, 0, OPT_STRING, OPT_OPTIONAL, FIELD(target_tls_ca), 0, 0, NULL, "FILE",
+	 "verify the target's certificate against this PEM CA file instead of the system store"},
+	{"target-tls-sni", NULL, 0, OPT_STRING, OPT_OPTIONAL, FIELD(target_tls_sni), 0, 0, NULL, "NAME",
+	 "server name sent (SNI) and checked in the target's certificate; none: the target host"},
+	{"target-tls-insecure", NULL, 0, OPT_BOOL, 0, FIELD(target_tls_insecure), 0, 0, NULL, NULL,
+	 "do not verify the target's certificate (logged as a warning at start)"},
+	{"tls-cert", NULL, 0, OPT_STRING, OPT_OPTIONAL, FIELD(tls_cert), 0, 0, NULL, "FILE",
+	 "serve HTTPS on the listen port with this PEM certificate (chain after it); re-read on SIGHUP"},
+	{"tls-key", NULL, 0, OPT_STRING, OPT_OPTIONAL, FIELD(tls_key), 0, 0, NULL, "FILE",
+	 "the PEM private key of --tls-cert; re-read on SIGHUP"},
 	{"connect-timeout", NULL, 0, OPT_SECONDS, 0, FIELD(connect_timeout), 0.001, DAY, "10", "SEC",
 	 "limit on establishing an upstream connection"},
 	{"read-timeout", NULL, 0, OPT_SECONDS, 0, FIELD(read_timeout), 0.001, DAY, "120", "SEC",
@@ -785,11 +797,15 @@ static int normalize_target(sl_config_t *cfg, bool set_port, char *err, size_t e
 	printable(t, SIZE_MAX, shown, sizeof shown);
 	char *scheme = strstr(t, "://");
 	if (scheme) {
-		if ((size_t)(scheme - t) != 4 || strncasecmp(t, "http", 4) != 0)
+		bool https = (size_t)(scheme - t) == 5 && strncasecmp(t, "https", 5) == 0;
+		if (!https && ((size_t)(scheme - t) != 4 || strncasecmp(t, "http", 4) != 0))
 			return fail(
 			    err, errlen,
-			    "--target-host \"%s\": sluice forwards plain HTTP, so the only scheme it takes is http://",
+			    "--target-host \"%s\": sluice forwards HTTP, so the schemes it takes are http:// and "
+			    "https://",
 			    shown);
+		if (https)
+			cfg->target_tls = true;
 		host = scheme + 3;
 		char *slash = strchr(host, '/');
 		if (slash) {
@@ -841,7 +857,7 @@ static int normalize_target(sl_config_t *cfg, bool set_port, char *err, size_t e
 			            shown, p, cfg->target_port);
 		cfg->target_port = (int)p;
 	} else if (scheme && !set_port) {
-		cfg->target_port = 80; /* http:// without a port means 80, as everywhere else */
+		cfg->target_port = cfg->target_tls ? 443 : 80; /* no port: the scheme's, as everywhere else */
 	}
 	if (host == t && host_len == strlen(t))
 		return 0;
@@ -880,6 +896,20 @@ static int check_across(sl_config_t *cfg, const bool *set, char *err, size_t err
 	}
 	if (cfg->admin_port != 0 && cfg->admin_port == cfg->listen_port)
 		return fail(err, errlen, "--admin-port must differ from --listen-port (both are %d)", cfg->admin_port);
+	if (!cfg->target_tls && (cfg->target_tls_ca || cfg->target_tls_sni || cfg->target_tls_insecure))
+		return fail(err, errlen, "--%s applies to an HTTPS target: add --target-tls",
+		            cfg->target_tls_ca    ? "target-tls-ca"
+		            : cfg->target_tls_sni ? "target-tls-sni"
+		                                  : "target-tls-insecure");
+	if (cfg->target_tls_ca && cfg->target_tls_insecure)
+		return fail(err, errlen,
+		            "--target-tls-ca and --target-tls-insecure contradict each other: verify "
+		            "against the CA, or not at all");
+	if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
+		return fail(err, errlen,
+		            "--%s needs --%s too: HTTPS on the listen port takes both the certificate and "
+		            "its key",
+		            cfg->tls_cert ? "tls-cert" : "tls-key", cfg->tls_cert ? "tls-key" : "tls-cert");
 	return 0;
 }
 

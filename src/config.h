@@ -38,7 +38,12 @@ typedef struct sl_config {
 	int listen_port;
 	char *target_host; /* required */
 	int target_port;
-	double connect_timeout; /* all durations in seconds, fractions allowed */
+	bool target_tls;          /* the target speaks HTTPS */
+	char *target_tls_ca;      /* PEM CA file; NULL: the system store */
+	char *target_tls_sni;     /* SNI and the name checked; NULL: target_host */
+	bool target_tls_insecure; /* no certificate verification */
+	char *tls_cert, *tls_key; /* PEM files: HTTPS on the listen port; NULL: plain HTTP */
+	double connect_timeout;   /* all durations in seconds, fractions allowed */
 	double read_timeout;
 	double write_timeout;
 	int max_concurrent_requests; /* alias --max-concurrent */

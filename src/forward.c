@@ -492,7 +492,7 @@ static void do_send_head(sl_client_t *c)
 	sl_client_set_state(c, CL_FORWARD);
 	q->r.req_framing = sl_http1_request_framing(req);
 	q->out.len = 0;
-	sl_http1_build_request(req, q->ip, c->w->target_authority, q->r.req_framing, &q->out);
+	sl_http1_build_request(req, q->ip, c->w->target_authority, q->r.req_framing, c->tls != NULL, &q->out);
 	q->a.req_head_pending = true;
 	if (q->r.connect) {
 		sl_forward_flush_request_head(c);

@@ -944,7 +944,7 @@ sl_framing_t sl_http1_request_framing(const sl_http_msg_t *req)
 }
 
 void sl_http1_build_request(const sl_http_msg_t *req, const char *client_ip, const char *default_host,
-                            sl_framing_t framing, sl_buf_t *out)
+                            sl_framing_t framing, bool https, sl_buf_t *out)
 {
 	const char *method = sl_http_method_name(req->method);
 	sl_buf_appends(out, method);
@@ -964,7 +964,7 @@ void sl_http1_build_request(const sl_http_msg_t *req, const char *client_ip, con
 	do_copy_headers(req, out, "x-forwarded-for", &xff, "via", &via, &saw_xfp, true);
 	do_append_list(out, "X-Forwarded-For", &xff, client_ip);
 	if (!saw_xfp)
-		sl_buf_appends(out, "X-Forwarded-Proto: http\r\n");
+		sl_buf_appends(out, https ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
 	do_append_list(out, "Via", &via, req->minor == 0 ? "1.0 sluice" : "1.1 sluice");
 	do_append_framing(out, framing, req->content_length);
 	sl_buf_append(out, "\r\n", 2);

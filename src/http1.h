@@ -172,9 +172,10 @@ sl_framing_t sl_http1_request_framing(const sl_http_msg_t *req);
  * default_host when the request named none, as an HTTP/1.0 one may),
  * end-to-end headers (names with '_' dropped, as nginx does: CGI-style
  * upstreams read them as the '-' names sluice sets), X-Forwarded-For (client
- * appended), X-Forwarded-Proto (kept, or "http"), Via, framing. Appends to out. */
+ * appended), X-Forwarded-Proto (kept, or "https" when the client came over
+ * TLS, else "http"), Via, framing. Appends to out. */
 void sl_http1_build_request(const sl_http_msg_t *req, const char *client_ip, const char *default_host,
-                            sl_framing_t framing, sl_buf_t *out);
+                            sl_framing_t framing, bool https, sl_buf_t *out);
 
 /* The response head for the client. keep_alive decides the Connection
  * header: "close" when false, "keep-alive" for an HTTP/1.0 client when true. */

@@ -11,10 +11,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include "buf.h"
 #include "cluster.h"
 #include "config.h"
 #include "log.h"
+#include "tls.h"
 #include "worker.h"
 
 typedef struct {
@@ -30,8 +33,9 @@ typedef struct {
 	uv_signal_t sigterm, sigint, sighup, sigusr1;
 	uv_timer_t shutdown_timer;
 	uv_async_t worker_exited;
-	sl_config_t *first_cfg; /* the settings at start (static storage) */
-	sl_cluster_t cluster;   /* with --redis-url: the lease (server.cluster points here) */
+	sl_config_t *first_cfg;         /* the settings at start (static storage) */
+	sl_cluster_t cluster;           /* with --redis-url: the lease (server.cluster points here) */
+	sl_tls_listener_t tls_listener; /* with --tls-cert (server.tls_listener points here) */
 } sl_main_t;
 
 static void do_close_main_handles(sl_main_t *m)
@@ -64,11 +68,15 @@ static void on_shutdown_timeout(uv_timer_t *t)
  * the running values and says that a restart is needed. */
 static void do_keep_restart_only(sl_config_t *next, const sl_config_t *cur)
 {
-	char **strs[] = {&next->listen_host, &next->target_host, &next->access_log, &next->redis_url,
-	                 &next->cluster_key};
-	char *const olds[] = {cur->listen_host, cur->target_host, cur->access_log, cur->redis_url, cur->cluster_key};
-	const char *const snames[] = {"listen_host", "target_host", "access_log", "redis_url", "cluster_key"};
-	for (int i = 0; i < 5; i++) {
+	char **strs[] = {&next->listen_host,    &next->target_host, &next->access_log,
+	                 &next->redis_url,      &next->cluster_key, &next->target_tls_ca,
+	                 &next->target_tls_sni, &next->tls_cert,    &next->tls_key};
+	char *const olds[] = {cur->listen_host,    cur->target_host, cur->access_log,
+	                      cur->redis_url,      cur->cluster_key, cur->target_tls_ca,
+	                      cur->target_tls_sni, cur->tls_cert,    cur->tls_key};
+	const char *const snames[] = {"listen_host",   "target_host",    "access_log", "redis_url", "cluster_key",
+	                              "target_tls_ca", "target_tls_sni", "tls_cert",   "tls_key"};
+	for (int i = 0; i < 9; i++) {
 		bool same =
 		    (*strs[i] == NULL && olds[i] == NULL) || (*strs[i] && olds[i] && strcmp(*strs[i], olds[i]) == 0);
 		if (same)
@@ -86,6 +94,15 @@ static void do_keep_restart_only(sl_config_t *next, const sl_config_t *cur)
 		if (*ints[i] != oldi[i]) {
 			sl_warn("SIGHUP: %s changed; it takes effect after a restart", inames[i]);
 			*ints[i] = oldi[i];
+		}
+	}
+	bool *bools[] = {&next->target_tls, &next->target_tls_insecure};
+	const bool oldb[] = {cur->target_tls, cur->target_tls_insecure};
+	const char *const bnames[] = {"target_tls", "target_tls_insecure"};
+	for (int i = 0; i < 2; i++) {
+		if (*bools[i] != oldb[i]) {
+			sl_warn("SIGHUP: %s changed; it takes effect after a restart", bnames[i]);
+			*bools[i] = oldb[i];
 		}
 	}
 	if (next->reuse_port != cur->reuse_port) {
@@ -182,12 +199,29 @@ static void do_reopen_logs(sl_main_t *m)
 		sl_info("access log reopened: %s", path);
 }
 
+/* SIGHUP: re-read --tls-cert and --tls-key (a renewal replaced them); new
+ * connections get the new certificate, open ones keep theirs. A bad file
+ * keeps the old certificate. */
+static void do_reload_certificate(sl_main_t *m)
+{
+	const sl_config_t *cfg = m->server.cfg;
+	if (m->server.tls_listener == NULL)
+		return;
+	char err[512];
+	if (sl_tls_listener_reload(m->server.tls_listener, cfg->tls_cert, cfg->tls_key, err, sizeof err) != 0)
+		sl_error("SIGHUP: %s; keeping the current certificate", err);
+	else
+		sl_info("SIGHUP: certificate reloaded from %s", cfg->tls_cert);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
 	sl_main_t *m = s->data;
 	if (signum == SIGHUP || signum == SIGUSR1) {
-		if (signum == SIGHUP)
+		if (signum == SIGHUP) {
 			do_reload(m);
+			do_reload_certificate(m);
+		}
 		do_reopen_logs(m);
 		return;
 	}
@@ -239,6 +273,26 @@ int main(int argc, char **argv)
 	sl_budget_init(&m.server.budget);
 	sl_adaptive_init(&m.server.adaptive, &m.server.admit, &cfg);
 	m.server.access_log_fd = -1;
+	/* TLS before any socket: a bad certificate or CA file is a bad
+	 * configuration (exit 2), named like one. */
+	if (cfg.target_tls) {
+		m.server.tls_client_ctx =
+		    sl_tls_client_ctx(cfg.target_tls_ca, cfg.target_tls_insecure, "--target-tls-ca", err, sizeof err);
+		if (m.server.tls_client_ctx == NULL) {
+			fprintf(stderr, "sluice: %s\n", err);
+			return 2;
+		}
+		if (cfg.target_tls_insecure)
+			sl_warn("--target-tls-insecure: the upstream's certificate is not verified; anyone on the path "
+			        "can read and change the traffic");
+	}
+	if (cfg.tls_cert) {
+		if (sl_tls_listener_init(&m.tls_listener, cfg.tls_cert, cfg.tls_key, err, sizeof err) != 0) {
+			fprintf(stderr, "sluice: %s\n", err);
+			return 2;
+		}
+		m.server.tls_listener = &m.tls_listener;
+	}
 	if (cfg.access_log && (m.server.access_log_fd = sl_access_log_open(cfg.access_log, err, sizeof err)) < 0) {
 		fprintf(stderr, "sluice: %s\n", err);
 		return 1;
@@ -287,8 +341,9 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	sl_info("listening on %s:%d, forwarding to %s:%d with %d workers", cfg.listen_host, cfg.listen_port,
-	        cfg.target_host, cfg.target_port, cfg.workers);
+	sl_info("listening on %s:%d%s, forwarding to %s%s:%d with %d workers", cfg.listen_host, cfg.listen_port,
+	        cfg.tls_cert ? " (HTTPS)" : "", cfg.target_tls ? "https://" : "", cfg.target_host, cfg.target_port,
+	        cfg.workers);
 	if (cfg.admin_port)
 		sl_info("admin endpoints on %s:%d", cfg.listen_host, cfg.admin_port);
 
@@ -301,6 +356,9 @@ int main(int argc, char **argv)
 	free(m.server.workers);
 	sl_admit_dispose(&m.server.admit);
 	sl_breaker_dispose(&m.server.breaker);
+	if (m.server.tls_client_ctx)
+		SSL_CTX_free(m.server.tls_client_ctx);
+	sl_tls_listener_dispose(&m.tls_listener);
 	if (m.server.access_log_fd > STDERR_FILENO)
 		close(m.server.access_log_fd);
 	do_dispose_config(&m, m.server.cfg);

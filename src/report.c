@@ -68,6 +68,7 @@ sl_snapshot_t *sl_snapshot_take(sl_server_t *s)
 		snap->pool_created += SL_LOAD(w->pool.created);
 		snap->pool_reused += SL_LOAD(w->pool.reused);
 		snap->access_log_dropped += SL_LOAD(w->access_log.dropped);
+		snap->tls_handshake_failures += SL_LOAD(w->tls_handshake_failures);
 	}
 	sl_admit_get_stats(&s->admit, &snap->admit);
 	snap->breaker_state = sl_breaker_state(&s->breaker, sl_clock_ms());
@@ -235,6 +236,8 @@ json_t *sl_report_json(const sl_snapshot_t *snap)
 	json_object_set_new(root, "upstream_failures", failures);
 	json_object_set_new(json_object_get(root, "connections"), "limit_reached",
 	                    json_integer((json_int_t)snap->limit_reached));
+	json_object_set_new(json_object_get(root, "connections"), "tls_handshake_failures",
+	                    json_integer((json_int_t)snap->tls_handshake_failures));
 	json_object_set_new(root, "process",
 	                    json_pack("{s:f, s:I, s:I, s:I, s:I, s:f}", "cpu_seconds",
 	                              round3(snap->process.cpu_seconds), "resident_memory_bytes",
@@ -396,6 +399,9 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 	do_metric(out, "sluice_client_connections", "gauge", "Client connections held.", (double)snap->connections);
 	do_metric(out, "sluice_connection_limit_reached_total", "counter",
 	          "Times max_connections was reached and accepting paused.", (double)snap->limit_reached);
+	do_metric(out, "sluice_tls_handshake_failures_total", "counter",
+	          "Client connections closed because their TLS handshake failed (plain HTTP to the HTTPS port, ...).",
+	          (double)snap->tls_handshake_failures);
 	do_metric(out, "sluice_draining", "gauge", "1 after SIGTERM, while in-flight requests finish.",
 	          snap->draining ? 1 : 0);
 	do_metric(out, "sluice_access_log_dropped_lines_total", "counter",

@@ -30,12 +30,13 @@ typedef struct sl_snapshot {
 	uint32_t consecutive_failures;
 	uint64_t breaker_opened_total;
 	uint64_t pool_idle, pool_open, pool_created, pool_reused;
-	uint64_t connections;        /* client connections held */
-	uint64_t tunnels_open;       /* CONNECT tunnels open (max_tunnels) */
-	uint64_t access_log_dropped; /* lines dropped (disk too slow) */
-	uint64_t limit_reached;      /* times max_connections was reached (episodes) */
-	bool draining;               /* SIGTERM came: finishing what is in flight */
-	bool has_cluster;            /* --redis-url */
+	uint64_t connections;            /* client connections held */
+	uint64_t tunnels_open;           /* CONNECT tunnels open (max_tunnels) */
+	uint64_t access_log_dropped;     /* lines dropped (disk too slow) */
+	uint64_t limit_reached;          /* times max_connections was reached (episodes) */
+	uint64_t tls_handshake_failures; /* client TLS handshakes that failed */
+	bool draining;                   /* SIGTERM came: finishing what is in flight */
+	bool has_cluster;                /* --redis-url */
 	sl_cluster_stats_t cluster;
 	struct {                     /* the process, as Prometheus' process collector reports it */
 		double cpu_seconds;  /* user + system */

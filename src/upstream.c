@@ -3,12 +3,24 @@
  * States of a connection:
  *   RESOLVING  waiting for the first address of the target name
  *   CONNECTING uv_tcp_connect in flight
+ *   HANDSHAKE  --target-tls: connected, the TLS handshake under way (within
+ *              connect_timeout: a handshake that stalls is a connect timeout,
+ *              one that fails is a connect failure)
  *   ACTIVE     attached to an owner: request going out, response coming in;
  *              after a 2xx to CONNECT, a tunnel: raw bytes both ways
  *   IDLE       in the pool, reading only to notice a close
  *   CLOSING    uv_close called; freed when both handles have closed
  * Invariant: up->owner != NULL while ACTIVE, and while RESOLVING/CONNECTING
  * unless the connection is being opened to keep the pool warm.
+ *
+ * TLS (tls.h): with --target-tls every connection carries a stream. Reads
+ * feed it ciphertext and the plaintext goes through do_input, the same path
+ * plain bytes take; writes are encrypted and flushed through sl_io_write, so
+ * the write queue is the backpressure either way. The peer's close_notify is
+ * the end of the stream; a TCP EOF without it ends a response framed by the
+ * close as truncated. An idle pooled connection may still receive TLS
+ * records that carry no data (TLS 1.3 session tickets); any data, alert or
+ * EOF closes it.
  */
 #include "upstream.h"
 
@@ -20,11 +32,12 @@
 #include "io.h"
 #include "log.h"
 #include "stat.h"
+#include "tls.h"
 #include "worker.h"
 
 #define SL_POOL_TRIM_IDLE_MS 1000 /* idle this long: not needed now (pool.h) */
 
-typedef enum { UP_RESOLVING, UP_CONNECTING, UP_ACTIVE, UP_IDLE, UP_CLOSING } up_state_t;
+typedef enum { UP_RESOLVING, UP_CONNECTING, UP_HANDSHAKE, UP_ACTIVE, UP_IDLE, UP_CLOSING } up_state_t;
 
 struct sl_upconn {
 	uv_tcp_t tcp;
@@ -55,13 +68,16 @@ struct sl_upconn {
 	uv_shutdown_t shutdown_req;
 	bool extra_bytes; /* bytes after the response: connection unusable */
 	bool tcp_open;
-	bool warming;        /* opened by sl_upstream_tend_pool, for the pool */
-	int addr_tries;      /* addresses of the target tried by this connect */
-	unsigned addr_first; /* sl_resolver_first(): where this connect started */
-	bool replacing;      /* the socket of a failed address is closing */
-	int error_status;    /* a 502/503/504 the owner declined, to retry */
-	uint64_t deadline;   /* loop ms by which the answer must have begun (0: none) */
-	union {              /* the target address connected to (or tried last); family 0: none yet */
+	bool warming;         /* opened by sl_upstream_tend_pool, for the pool */
+	int addr_tries;       /* addresses of the target tried by this connect */
+	unsigned addr_first;  /* sl_resolver_first(): where this connect started */
+	bool replacing;       /* the socket of a failed address is closing */
+	int error_status;     /* a 502/503/504 the owner declined, to retry */
+	uint64_t deadline;    /* loop ms by which the answer must have begun (0: none) */
+	sl_tls_t *tls;        /* --target-tls: the stream over this connection, or NULL */
+	sl_defer_t tls_defer; /* decrypt what waited while the owner was backlogged */
+	ssize_t tls_eof;      /* the transport's end, seen while input still waited (0: none) */
+	union {               /* the target address connected to (or tried last); family 0: none yet */
 		struct sockaddr sa;
 		struct sockaddr_in in;
 		struct sockaddr_in6 in6;
@@ -70,6 +86,7 @@ struct sl_upconn {
 
 static void do_fail(sl_upconn_t *up, sl_up_error_t kind, int uv_err);
 static void do_close(sl_upconn_t *up);
+static void on_written_cb(uv_write_t *req, int status);
 
 const char *sl_up_error_name(sl_up_error_t kind)
 {
@@ -181,6 +198,7 @@ static void on_timer(uv_timer_t *t)
 		else
 			do_fail(up, SL_UP_CONNECT_TIMEOUT, UV_ETIMEDOUT);
 		break;
+	case UP_HANDSHAKE: do_fail(up, SL_UP_CONNECT_TIMEOUT, UV_ETIMEDOUT); break;
 	case UP_IDLE:
 		if (sl_deadline_passed(&up->timer, up->last_read, sl_config_ms(cfg->pool_idle_timeout), on_timer))
 			do_close(up);
@@ -217,6 +235,7 @@ static void on_handle_closed(uv_handle_t *h)
 		return;
 	sl_worker_t *w = up->w;
 	sl_http1_dispose(&up->parser);
+	sl_tls_free(up->tls);
 	free(up);
 	sl_worker_maybe_finish(w);
 }
@@ -235,6 +254,7 @@ static void do_close(sl_upconn_t *up)
 	}
 	up->state = UP_CLOSING;
 	up->owner = NULL;
+	sl_defer_cancel(&up->tls_defer);
 	sl_list_remove(&up->all_link);
 	SL_BUMP(up->w->pool.open, -1);
 	uv_close((uv_handle_t *)&up->timer.timer, on_handle_closed);
@@ -310,7 +330,8 @@ static void do_finish(sl_upconn_t *up)
 	/* A connection that carried a CONNECT is never reused, whatever the
 	 * answer: the upstream may still take what follows for the tunnel. */
 	bool reusable = up->request_done && !up->extra_bytes && up->parser.msg.keep_alive &&
-	                !sl_http1_needs_eof(&up->parser) && !up->paused && up->expect != SL_UP_EXPECT_TUNNEL;
+	                !sl_http1_needs_eof(&up->parser) && !up->paused && up->expect != SL_UP_EXPECT_TUNNEL &&
+	                (up->tls == NULL || sl_tls_clean(up->tls));
 	if (reusable)
 		do_park(up);
 	else
@@ -325,11 +346,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	buf->len = SL_READ_BUF_SIZE;
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/* Response bytes (plain, or decrypted), or the end of input (nread < 0). */
+static void do_input(sl_upconn_t *up, const char *data, ssize_t nread)
 {
-	sl_upconn_t *up = s->data;
-	if (nread == 0 || up->state == UP_CLOSING)
-		return;
+	uv_stream_t *s = (uv_stream_t *)&up->tcp;
 	if (up->state == UP_IDLE) {
 		/* A pooled connection must stay silent: EOF, reset or stray bytes
 		 * all mean it can no longer be used. */
@@ -344,7 +364,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			do_fail(up, SL_UP_TRUNCATED, (int)nread);
 		} else {
 			up->last_read = uv_now(&up->w->loop);
-			if (up->ev->body(up->owner, buf->base, (size_t)nread))
+			if (up->ev->body(up->owner, data, (size_t)nread))
 				sl_upstream_pause(up);
 		}
 		return;
@@ -362,7 +382,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	up->last_read = uv_now(&up->w->loop);
 	up->response_started = true;
 	size_t consumed;
-	int r = sl_http1_execute(&up->parser, buf->base, (size_t)nread, &consumed);
+	int r = sl_http1_execute(&up->parser, data, (size_t)nread, &consumed);
 	if (r == SL_HTTP1_ERROR) {
 		if (up->error_status) {
 			do_fail(up, SL_UP_ERROR_STATUS, 0);
@@ -378,7 +398,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		void *owner = up->owner;
 		up->ev->tunnel_open(owner);
 		if (consumed < (size_t)nread && up->owner == owner &&
-		    up->ev->body(owner, buf->base + consumed, (size_t)nread - consumed))
+		    up->ev->body(owner, data + consumed, (size_t)nread - consumed))
 			sl_upstream_pause(up);
 		return;
 	}
@@ -391,13 +411,130 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 }
 
-static void do_start(sl_upconn_t *up)
+/* ---- TLS ------------------------------------------------------------------- */
+
+static sl_log_limit_t tls_log_limit;
+
+/* Writes what the stream produced (handshake, alerts, records); wrote:
+ * where to record that bytes left (the request's flag, or a scratch one:
+ * handshake bytes are not request bytes). */
+static int do_tls_flush(sl_upconn_t *up, bool *wrote)
 {
-	int err = uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
-	if (err != 0) {
-		do_fail(up, SL_UP_CONNECT, err);
+	bool scratch = false;
+	return sl_tls_flush(up->tls, (uv_stream_t *)&up->tcp, on_written_cb, wrote ? wrote : &scratch);
+}
+
+/* The handshake failed or the transport ended during it: a connect failure,
+ * with the reason at warn (one line a second). */
+static void do_tls_failed(sl_upconn_t *up, const char *why)
+{
+	uint64_t held_back = 0;
+	if (sl_log_level >= SL_LOG_WARN && sl_log_limit_pass(&tls_log_limit, uv_now(&up->w->loop), &held_back)) {
+		char where[SL_ADDR_STRLEN];
+		sl_warn("TLS handshake with upstream %s (%s) failed: %s%s",
+		        up->addr.sa.sa_family ? sl_addr_format(&up->addr.sa, where) : up->w->target_authority,
+		        up->w->cfg->target_tls_sni ? up->w->cfg->target_tls_sni : up->w->cfg->target_host, why,
+		        held_back ? " (and others since the last such line)" : "");
+	}
+	do_fail(up, SL_UP_CONNECT, UV_EPROTO);
+}
+
+static void do_ready(sl_upconn_t *up);
+
+/* Decrypts what was fed, while the owner takes it: through do_input, as
+ * plain bytes go. A pooled connection must yield nothing. */
+static void do_tls_pump(sl_upconn_t *up)
+{
+	sl_worker_t *w = up->w;
+	while ((up->state == UP_ACTIVE && !up->paused) || up->state == UP_IDLE) {
+		ssize_t n = sl_tls_read(up->tls, w->tls_plain, SL_TLS_PLAIN_BUF);
+		int err = do_tls_flush(up, NULL); /* a read may answer (an alert, a key update) */
+		if (err != 0) {
+			do_fail(up, up->response_started ? SL_UP_TRUNCATED : SL_UP_CLOSED, err);
+			return;
+		}
+		if (n == 0)
+			break;
+		if (up->state == UP_IDLE) {
+			do_close(up); /* data, an alert or close_notify: no longer usable */
+			return;
+		}
+		if (n > 0) {
+			do_input(up, w->tls_plain, n);
+			continue;
+		}
+		if (n == SL_TLS_FAILED)
+			sl_debug("TLS from upstream failed: %s", sl_tls_reason(up->tls));
+		/* close_notify is the end of the stream; a broken record is a reset */
+		do_input(up, NULL, n == SL_TLS_CLOSED ? UV_EOF : UV_EPROTO);
 		return;
 	}
+	if (up->tls_eof && up->state == UP_ACTIVE && !up->paused) {
+		/* The transport ended without close_notify: fine for a tunnel,
+		 * for HTTP a truncation unless the framing was complete anyway. */
+		ssize_t e = up->tls_eof;
+		up->tls_eof = 0;
+		do_input(up, NULL, up->tunnel || e != UV_EOF ? e : UV_EPROTO);
+	}
+}
+
+static void on_tls_defer(sl_defer_t *d)
+{
+	sl_upconn_t *up = (sl_upconn_t *)((char *)d - offsetof(sl_upconn_t, tls_defer));
+	do_tls_pump(up);
+}
+
+static void do_tls_read(sl_upconn_t *up, ssize_t nread, const char *data)
+{
+	if (nread < 0) {
+		if (up->state == UP_HANDSHAKE) {
+			do_tls_failed(up,
+			              nread == UV_EOF ? "the upstream closed the connection" : uv_strerror((int)nread));
+			return;
+		}
+		if (up->state == UP_IDLE) {
+			do_close(up);
+			return;
+		}
+		uv_read_stop((uv_stream_t *)&up->tcp);
+		up->tls_eof = nread;
+		do_tls_pump(up);
+		return;
+	}
+	sl_tls_feed(up->tls, data, (size_t)nread);
+	if (up->state == UP_HANDSHAKE) {
+		int r = sl_tls_handshake(up->tls);
+		int err = do_tls_flush(up, NULL);
+		if (r == SL_TLS_FAILED) {
+			do_tls_failed(up, sl_tls_reason(up->tls));
+			return;
+		}
+		if (err != 0) {
+			do_fail(up, SL_UP_CONNECT, err);
+			return;
+		}
+		if (r == 0)
+			return;
+		do_ready(up);
+	}
+	do_tls_pump(up);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	sl_upconn_t *up = s->data;
+	if (nread == 0 || up->state == UP_CLOSING)
+		return;
+	if (up->tls) {
+		do_tls_read(up, nread, buf->base);
+		return;
+	}
+	do_input(up, buf->base, nread);
+}
+
+/* Connected (and through the handshake): to the owner, or to the pool. */
+static void do_ready(sl_upconn_t *up)
+{
 	if (up->warming) {
 		up->warming = false;
 		up->w->warming--;
@@ -406,6 +543,32 @@ static void do_start(sl_upconn_t *up)
 	}
 	up->state = UP_ACTIVE;
 	up->ev->ready(up->owner);
+}
+
+static void do_start(sl_upconn_t *up)
+{
+	int err = uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
+	if (err != 0) {
+		do_fail(up, SL_UP_CONNECT, err);
+		return;
+	}
+	sl_worker_t *w = up->w;
+	if (w->server->tls_client_ctx == NULL) {
+		do_ready(up);
+		return;
+	}
+	const sl_config_t *cfg = w->cfg;
+	up->tls =
+	    sl_tls_new_client(w->server->tls_client_ctx, cfg->target_tls_sni ? cfg->target_tls_sni : cfg->target_host,
+	                      &w->tls_session, &w->tls_out);
+	up->state = UP_HANDSHAKE;
+	do_arm(up, sl_config_ms(cfg->connect_timeout)); /* the handshake's own connect_timeout, as nginx */
+	int r = sl_tls_handshake(up->tls);              /* the ClientHello */
+	err = do_tls_flush(up, NULL);
+	if (r == SL_TLS_FAILED)
+		do_tls_failed(up, sl_tls_reason(up->tls));
+	else if (err != 0)
+		do_fail(up, SL_UP_CONNECT, err);
 }
 
 static void do_connect(sl_upconn_t *up);
@@ -521,6 +684,7 @@ static sl_upconn_t *do_open(sl_worker_t *w, const sl_upstream_events_t *ev, void
 	sl_deadline_init(&up->timer, &w->loop, up);
 	up->tcp.data = up->connect_req.data = up;
 	sl_http1_init(&up->parser, false, &response_callbacks, up, (size_t)w->cfg->max_header_size * 2);
+	sl_defer_init(&up->tls_defer, on_tls_defer);
 	SL_BUMP(w->pool.created, 1);
 	SL_BUMP(w->pool.open, 1);
 	sl_deadline_set(&up->timer, 0, on_deferred_connect);
@@ -588,14 +752,14 @@ int sl_upstream_send_head(sl_upconn_t *up, const char *head, size_t len, const u
 	return sl_upstream_send(up, bufs, 1 + (nbody < 3 ? nbody : 3));
 }
 
-static void on_written(uv_write_t *req, int status)
+static void on_written_cb(uv_write_t *req, int status)
 {
 	sl_upconn_t *up = req->handle->data;
 	sl_io_write_done(req);
 	if (up->state == UP_CLOSING)
 		return;
 	if (status != 0) {
-		do_fail(up, SL_UP_WRITE, status);
+		do_fail(up, up->state == UP_HANDSHAKE ? SL_UP_CONNECT : SL_UP_WRITE, status);
 		return;
 	}
 	up->last_write = uv_now(&up->w->loop);
@@ -609,7 +773,13 @@ int sl_upstream_send(sl_upconn_t *up, const uv_buf_t *bufs, unsigned n)
 		return -1;
 	if (up->tunnel)
 		up->last_read = uv_now(&up->w->loop); /* activity either way keeps a tunnel open */
-	int err = sl_io_write((uv_stream_t *)&up->tcp, bufs, n, on_written, &up->request_written);
+	int err;
+	if (up->tls) {
+		err = sl_tls_write(up->tls, bufs, n) != 0 ? UV_EPROTO : do_tls_flush(up, &up->request_written);
+		up->w->tls_out.len = 0; /* a failed write may leave part of a record: not for the next stream */
+	} else {
+		err = sl_io_write((uv_stream_t *)&up->tcp, bufs, n, on_written_cb, &up->request_written);
+	}
 	if (err != 0) {
 		do_fail_later(up, SL_UP_WRITE, err);
 		return -1;
@@ -629,6 +799,14 @@ void sl_upstream_shutdown(sl_upconn_t *up)
 		return;
 	up->shut = true;
 	up->shutdown_req.data = up;
+	if (up->tls) {
+		sl_tls_close_notify(up->tls); /* the TLS half-close, before the TCP one */
+		bool scratch = false;
+		if (sl_tls_flush(up->tls, (uv_stream_t *)&up->tcp, on_written_cb, &scratch) != 0) {
+			do_fail_later(up, SL_UP_TRUNCATED, UV_EPIPE);
+			return;
+		}
+	}
 	int err = uv_shutdown(&up->shutdown_req, (uv_stream_t *)&up->tcp, on_shutdown);
 	if (err != 0) /* the connection is already failing: say so from the next turn */
 		do_fail_later(up, SL_UP_TRUNCATED, err);
@@ -658,6 +836,11 @@ void sl_upstream_resume(sl_upconn_t *up)
 		return;
 	up->paused = false;
 	up->last_read = uv_now(&up->w->loop);
+	if (up->tls && (sl_tls_has_input(up->tls) || up->tls_eof)) {
+		sl_worker_defer(up->w, &up->tls_defer); /* decrypted from the next turn, before new reads */
+		if (up->tls_eof)
+			return; /* the transport has ended: nothing more to read */
+	}
 	int err = uv_read_start((uv_stream_t *)&up->tcp, on_alloc, on_read);
 	if (err != 0)
 		do_fail_later(up, up->response_started ? SL_UP_TRUNCATED : SL_UP_CLOSED, err);

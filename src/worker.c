@@ -27,6 +27,8 @@
 #include "log.h"
 #include "upstream.h"
 
+#include <openssl/ssl.h>
+
 #define SL_RESOLVE_REFRESH_MS 30000
 #define SL_POOL_TEND_MS 1000
 #define SL_ADMIN_CONNECTIONS 64 /* admin-port connections, outside max_connections */
@@ -145,6 +147,7 @@ static void do_close_loop_handles(sl_worker_t *w)
 	sl_admit_inbox_close(&w->admit_inbox);
 	sl_access_log_close(&w->access_log);
 	uv_close((uv_handle_t *)&w->wake, NULL);
+	uv_close((uv_handle_t *)&w->defer_idle, NULL);
 }
 
 static void do_close_listener(sl_worker_t *w, uv_tcp_t *t, bool *has, bool *paused)
@@ -294,6 +297,11 @@ int sl_worker_prepare(sl_worker_t *w)
 	sl_pool_init(&w->pool, &w->server->pool_idle, (uint32_t)cfg->pool_maxsize);
 	w->warm_target = share_of(cfg->pool_connections, w->id, w->server->nworkers);
 	w->read_buf = sl_malloc(SL_READ_BUF_SIZE);
+	if (w->server->tls_client_ctx)
+		w->tls_plain = sl_malloc(SL_TLS_PLAIN_BUF);
+	sl_list_init(&w->deferred);
+	uv_idle_init(&w->loop, &w->defer_idle);
+	w->defer_idle.data = w;
 	uv_async_init(&w->loop, &w->wake, on_wake);
 	sl_admit_inbox_init(&w->admit_inbox, &w->server->admit, &w->loop);
 	w->wake.data = w;
@@ -336,6 +344,46 @@ void sl_worker_put_buffer(sl_worker_t *w, char *buf)
 		free(buf);
 }
 
+void sl_defer_init(sl_defer_t *d, void (*fn)(sl_defer_t *d))
+{
+	sl_list_init(&d->link);
+	d->fn = fn;
+}
+
+static void on_defer_idle(uv_idle_t *h)
+{
+	sl_worker_t *w = h->data;
+	/* What runs now may defer again: that waits for the next turn. */
+	sl_list_t now;
+	sl_list_init(&now);
+	if (!sl_list_empty(&w->deferred)) {
+		now.next = w->deferred.next;
+		now.prev = w->deferred.prev;
+		now.next->prev = now.prev->next = &now;
+		sl_list_init(&w->deferred);
+	}
+	while (!sl_list_empty(&now)) {
+		sl_defer_t *d = sl_list_entry(now.next, sl_defer_t, link);
+		sl_list_remove(&d->link);
+		d->fn(d);
+	}
+	if (sl_list_empty(&w->deferred))
+		uv_idle_stop(&w->defer_idle);
+}
+
+void sl_worker_defer(sl_worker_t *w, sl_defer_t *d)
+{
+	if (d->link.next != &d->link)
+		return; /* already due */
+	sl_list_insert_tail(&w->deferred, &d->link);
+	uv_idle_start(&w->defer_idle, on_defer_idle);
+}
+
+void sl_defer_cancel(sl_defer_t *d)
+{
+	sl_list_remove(&d->link);
+}
+
 double sl_worker_random(sl_worker_t *w)
 {
 	/* xorshift64*: plenty for jitter, and no lock or syscall */
@@ -358,6 +406,10 @@ void sl_worker_join(sl_worker_t *w)
 	uv_loop_close(&w->loop);
 	free(w->read_buf);
 	w->read_buf = NULL;
+	free(w->tls_plain);
+	sl_buf_dispose(&w->tls_out);
+	if (w->tls_session)
+		SSL_SESSION_free(w->tls_session);
 	while (w->nfree_bufs > 0)
 		free(w->free_bufs[--w->nfree_bufs]);
 	sl_client_free_requests(w);

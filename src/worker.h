@@ -35,6 +35,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "resolve.h"
+#include "tls.h"
 
 #define SL_READ_BUF_SIZE (64 * 1024)
 #define SL_CLIENT_BUF (16 * 1024) /* a client connection's input buffer */
@@ -43,8 +44,17 @@
 /* Above this many bytes queued towards one side, stop reading the other. */
 #define SL_HIGH_WATER (256 * 1024)
 #define SL_LOW_WATER (64 * 1024)
+#define SL_TLS_PLAIN_BUF (16 * 1024) /* one TLS record's plaintext at most */
 
 typedef struct sl_server sl_server_t;
+
+/* Work put off to the next loop turn (a TLS stream holding input its owner
+ * had no room for when room came back): runs once, from the worker's idle
+ * handle, unless cancelled. Zero-initialised, then sl_defer_init. */
+typedef struct sl_defer {
+	sl_list_t link;
+	void (*fn)(struct sl_defer *d);
+} sl_defer_t;
 
 typedef struct sl_worker {
 	uv_loop_t loop;
@@ -82,6 +92,12 @@ typedef struct sl_worker {
 	struct sl_request *free_reqs[SL_FREE_REQS]; /* request structs, for reuse (client.c) */
 	int nfree_reqs;
 	uint64_t applied_gen; /* cfg_gen when this worker last took the settings (atomic) */
+	uv_idle_t defer_idle; /* runs `deferred` (sl_worker_defer) */
+	sl_list_t deferred;
+	sl_buf_t tls_out;                /* TLS output of this thread's streams, empty between calls (tls.h) */
+	char *tls_plain;                 /* decrypted upstream bytes, parsed in full on each read */
+	SSL_SESSION *tls_session;        /* the upstream session to resume on the next connection */
+	uint64_t tls_handshake_failures; /* client handshakes that failed (plain HTTP to the TLS port, ...) */
 } sl_worker_t;
 
 struct sl_server {
@@ -107,8 +123,10 @@ struct sl_server {
 	atomic_bool cluster_closed; /* the closed fallback is on: answer 503 cluster_unavailable */
 	atomic_int shutdown_phase;  /* 0 running, 1 draining, 2 stopping */
 	atomic_int workers_exited;
-	int access_log_fd;         /* -1: no access log */
-	uv_async_t *worker_exited; /* worker -> main */
+	int access_log_fd;               /* -1: no access log */
+	uv_async_t *worker_exited;       /* worker -> main */
+	SSL_CTX *tls_client_ctx;         /* --target-tls: the context of upstream connections, or NULL */
+	sl_tls_listener_t *tls_listener; /* --tls-cert: the listen port's certificate, or NULL */
 };
 
 /* The settings in force (SIGHUP may replace them; any thread). */
@@ -136,6 +154,11 @@ void sl_worker_join(sl_worker_t *w);
  * or the heap; put back when the connection goes idle. */
 char *sl_worker_get_buffer(sl_worker_t *w);
 void sl_worker_put_buffer(sl_worker_t *w, char *buf);
+
+void sl_defer_init(sl_defer_t *d, void (*fn)(sl_defer_t *d));
+/* Runs d->fn from the next loop turn (once, however often asked). */
+void sl_worker_defer(sl_worker_t *w, sl_defer_t *d);
+void sl_defer_cancel(sl_defer_t *d);
 
 /* A uniform random number in [0, 1), from the worker's own generator. */
 double sl_worker_random(sl_worker_t *w);

@@ -55,7 +55,7 @@ static int on_head(sl_http1_t *p)
 	const sl_http_msg_t *m = &p->msg;
 	if (p->is_request) {
 		s->framing = sl_http1_request_framing(m);
-		sl_http1_build_request(m, "127.0.0.1", "target:8000", s->framing, &s->fwd);
+		sl_http1_build_request(m, "127.0.0.1", "target:8000", s->framing, false, &s->fwd);
 	} else {
 		if (m->status < 200 || m->status == 204)
 			s->framing = SL_FRAME_NONE;

@@ -306,6 +306,29 @@ def test_dockerfile_shape():
     assert any(l.startswith("COPY --from=") and "/usr/local/bin/sluice" in l for l in runtime)
 
 
+def test_runtime_stage_installs_every_library_sluice_links():
+    """Each shared library build/sluice needs comes from a package the
+    runtime stage installs (libc's own family is in the base image)."""
+    lines = dockerfile_lines()
+    froms = [l for l in lines if l.startswith("FROM ")]
+    runtime = lines[lines.index(froms[1]):]
+    installs = " ".join(l for l in runtime if l.startswith("RUN ") and "apt-get install" in l).split()
+    out = subprocess.run(["ldd", os.path.join(BUILD, "sluice")], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    base = ("libc.so", "libm.so", "libpthread.so", "libdl.so", "librt.so", "ld-linux", "linux-vdso", "libgcc_s")
+    for line in out.stdout.splitlines():
+        m = re.match(r"\s*(\S+) => (\S+)", line)
+        if not m or m.group(1).startswith(base):
+            continue
+        if m.group(1).startswith(("libasan", "libubsan", "libtsan")):
+            continue  # a sanitizer build
+        pkg = subprocess.run(["dpkg", "-S", os.path.realpath(m.group(2))], capture_output=True, text=True)
+        if pkg.returncode != 0:
+            pkg = subprocess.run(["dpkg", "-S", m.group(2)], capture_output=True, text=True)
+        name = pkg.stdout.split(":")[0]
+        assert name in installs, "%s (package %s) is not installed in the runtime stage" % (m.group(1), name)
+
+
 def copied_sources():
     """What the Dockerfile COPYs from the build context."""
     out = []

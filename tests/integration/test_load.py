@@ -511,7 +511,9 @@ def test_bad_short_options_and_durations_say_what_is_wrong(args, words):
 @pytest.mark.parametrize("args", [
     [],
     ["--url"],
-    ["--url", "https://127.0.0.1/"],
+    ["--url", "ftp://127.0.0.1/"],
+    ["--url", "https://127.0.0.1/", "--insecure", "--cacert", "x.pem"],
+    ["--url", "http://127.0.0.1/", "--cacert", "x.pem"],
     ["--url", "127.0.0.1:80/"],
     ["--url", "http://127.0.0.1:0/"],
     ["--url", "http://127.0.0.1/", "--concurrent", "0"],

@@ -194,7 +194,7 @@ static void test_request_head_rewrite(void **state)
 	          "Trailer: X-T\r\n\r\n"),
 	    0);
 	sl_buf_t out = {0};
-	sl_http1_build_request(&p.msg, "192.0.2.7", NULL, SL_FRAME_NONE, &out);
+	sl_http1_build_request(&p.msg, "192.0.2.7", NULL, SL_FRAME_NONE, false, &out);
 	assert_memory_equal(out.base, "GET http://example.org/x?y=1 HTTP/1.1\r\n", 39);
 	assert_true(has_line(&out, "Host: example.org"));
 	assert_true(has_line(&out, "X-Keep: yes"));
@@ -221,7 +221,7 @@ static void test_chunked_request_reframed(void **state)
 	          "0\r\n\r\n"),
 	    0);
 	sl_buf_t out = {0};
-	sl_http1_build_request(&p.msg, "::1", NULL, SL_FRAME_CHUNKED, &out);
+	sl_http1_build_request(&p.msg, "::1", NULL, SL_FRAME_CHUNKED, false, &out);
 	assert_true(has_line(&out, "Transfer-Encoding: chunked"));
 	assert_true(has_line(&out, "X-Forwarded-Proto: https"));
 	assert_true(has_line(&out, "X-Forwarded-For: ::1"));
@@ -506,7 +506,7 @@ static void test_framing_is_rebuilt_not_copied(void **state)
 	                       "POST / HTTP/1.1\r\nHost: t\r\nConnection: Content-Length, Host, Transfer-Encoding\r\n"
 	                       "Content-Length: 0005\r\nX_Forwarded_For: 6.6.6.6\r\n\r\nhello"),
 	                 0);
-	sl_http1_build_request(&p.msg, "192.0.2.7", "target:8000", sl_http1_request_framing(&p.msg), &out);
+	sl_http1_build_request(&p.msg, "192.0.2.7", "target:8000", sl_http1_request_framing(&p.msg), false, &out);
 	assert_true(has_line(&out, "Content-Length: 5"));
 	assert_true(has_line(&out, "Host: t"));
 	assert_true(has_line(&out, "X-Forwarded-For: 192.0.2.7"));
@@ -517,7 +517,7 @@ static void test_framing_is_rebuilt_not_copied(void **state)
 	/* absolute-form: Host is the target's authority (RFC 9112 §3.2.2) */
 	out.len = 0;
 	assert_int_equal(parse(&p, &c, "GET http://good.example:81/x HTTP/1.1\r\nHost: evil.example\r\n\r\n"), 0);
-	sl_http1_build_request(&p.msg, "192.0.2.7", "target:8000", sl_http1_request_framing(&p.msg), &out);
+	sl_http1_build_request(&p.msg, "192.0.2.7", "target:8000", sl_http1_request_framing(&p.msg), false, &out);
 	assert_true(has_line(&out, "Host: good.example:81"));
 	assert_null(memmem(out.base, out.len, "evil", 4));
 	assert_false(has_name(&out, "content-length"));
@@ -526,7 +526,7 @@ static void test_framing_is_rebuilt_not_copied(void **state)
 	/* HTTP/1.0 without Host: the target's */
 	out.len = 0;
 	assert_int_equal(parse(&p, &c, "GET /x HTTP/1.0\r\n\r\n"), 0);
-	sl_http1_build_request(&p.msg, "192.0.2.7", "target:8000", sl_http1_request_framing(&p.msg), &out);
+	sl_http1_build_request(&p.msg, "192.0.2.7", "target:8000", sl_http1_request_framing(&p.msg), false, &out);
 	assert_true(has_line(&out, "Host: target:8000"));
 	assert_memory_equal(out.base, "GET /x HTTP/1.1\r\n", 17);
 	sl_http1_dispose(&p);

@@ -115,6 +115,8 @@ int main(int argc, char **argv)
 	    .request_len = target.request_len,
 	    .head = target.head,
 	    .keepalive = target.keepalive,
+	    .tls = target.tls,
+	    .tls_name = target.tls_name,
 	    .threads = opts.threads,
 	    .connections = opts.concurrent,
 	    .max_connections = max_connections,

@@ -44,6 +44,8 @@ enum {
 	O_BODY,
 	O_BODY_FILE,
 	O_NO_KEEPALIVE,
+	O_INSECURE,
+	O_CACERT,
 	O_JSON,
 	O_THREADS,
 	O_MIN_SUCCESS,
@@ -91,6 +93,8 @@ static const struct option_row {
 	{"body", NULL, O_BODY, true},
 	{"body-file", "D", O_BODY_FILE, true},
 	{"no-keepalive", NULL, O_NO_KEEPALIVE, false},
+	{"insecure", "k", O_INSECURE, false},
+	{"cacert", NULL, O_CACERT, true},
 	{"json", "j", O_JSON, false},
 	{"threads", NULL, O_THREADS, true},
 	{"min-success-rate", NULL, O_MIN_SUCCESS, true},
@@ -102,7 +106,7 @@ static const struct option_row {
 static const char usage[] = "usage: sluice-load [options] URL\n"
                             "       sluice-load --url URL [options]\n"
                             "\n"
-                            "  URL, --url URL          http://host[:port][/path?query] (required, once)\n"
+                            "  URL, --url URL          http[s]://host[:port][/path?query] (required, once)\n"
                             "  -c, --concurrent N      connections, across all threads (default 10);\n"
                             "                          with --rate, the number to start with\n"
                             "  --max-concurrent N      with --rate, open more connections while a\n"
@@ -119,7 +123,11 @@ static const char usage[] = "usage: sluice-load [options] URL\n"
                             "  -H, --header 'K: V'     extra request header, repeatable\n"
                             "  --body STR              request body (no short form: -d is the duration)\n"
                             "  -D, --body-file F       request body read from a file\n"
-                            "  --no-keepalive          a new connection for every request\n"
+                            "  --no-keepalive          a new connection for every request (https: a full\n"
+                            "                          TLS handshake each time)\n"
+                            "  -k, --insecure          https: do not verify the server's certificate\n"
+                            "  --cacert FILE           https: verify against this PEM CA file instead of\n"
+                            "                          the system store\n"
                             "  -j, --json              print one JSON object instead of the table\n"
                             "  --threads N             event-loop threads (default: CPUs)\n"
                             "  --min-success-rate R    exit 1 when the success rate (0..1) is lower\n"
@@ -437,6 +445,8 @@ int sl_load_opts_parse(sl_load_opts_t *o, int argc, char **argv, char *err, size
 			snprintf(body_flag, sizeof(body_flag), "%s", flag);
 			break;
 		case O_NO_KEEPALIVE: o->keepalive = false; break;
+		case O_INSECURE: o->insecure = true; break;
+		case O_CACERT: o->cacert = value; break;
 		case O_JSON: o->json = true; break;
 		case O_THREADS:
 			if ((rc = do_parse_uint(flag, value, 1, MAX_THREADS, &u, err, errlen)))

@@ -22,6 +22,8 @@ typedef struct sl_load_opts {
 	char *body; /* owned; NULL when there is no body */
 	size_t body_len;
 	bool keepalive;
+	bool insecure;      /* https://: do not verify the server's certificate */
+	const char *cacert; /* https://: verify against this PEM CA file, not the system store; NULL */
 	bool json;
 	unsigned threads;        /* event-loop threads */
 	double min_success_rate; /* 0..1; below it the exit status is 1 */

@@ -14,7 +14,10 @@
 #include <strings.h>
 
 #include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <uv.h>
+
+#include "tls.h"
 
 static int do_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -87,17 +90,19 @@ typedef struct {
 	size_t authority_len;
 	const char *path; /* from '/' or '?', up to '#' */
 	size_t path_len;
+	bool tls; /* https:// */
 } url_t;
 
 static int do_parse_url(url_t *u, const char *url, char *err, size_t errlen)
 {
 	memset(u, 0, sizeof(*u));
-	if (strncasecmp(url, "http://", 7) != 0) {
+	u->tls = strncasecmp(url, "https://", 8) == 0;
+	if (!u->tls && strncasecmp(url, "http://", 7) != 0) {
 		if (strstr(url, "://"))
-			return do_error(err, errlen, "--url must be an http:// URL (no TLS support), not '%s'.", url);
-		return do_error(err, errlen, "--url must look like http://host[:port][/path], not '%s'.", url);
+			return do_error(err, errlen, "--url must be an http:// or https:// URL, not '%s'.", url);
+		return do_error(err, errlen, "--url must look like http[s]://host[:port][/path], not '%s'.", url);
 	}
-	const char *a = url + 7;
+	const char *a = url + (u->tls ? 8 : 7);
 	size_t alen = strcspn(a, "/?#");
 	u->authority = a;
 	u->authority_len = alen;
@@ -137,7 +142,7 @@ static int do_parse_url(url_t *u, const char *url, char *err, size_t errlen)
 			return do_error(err, errlen, "--url has a bad port (1 to 65535), in '%s'.", url);
 		snprintf(u->port, sizeof(u->port), "%lu", v);
 	} else {
-		strcpy(u->port, "80");
+		strcpy(u->port, u->tls ? "443" : "80");
 	}
 	u->path = a + alen;
 	u->path_len = strcspn(u->path, "#");
@@ -190,6 +195,17 @@ int sl_load_target_init(sl_load_target_t *t, const sl_load_opts_t *o, char *err,
 	if (do_parse_url(&u, o->url, err, errlen) || do_resolve(t, &u, err, errlen))
 		return -1;
 
+	if (u.tls) {
+		if (o->insecure && o->cacert)
+			return do_error(err, errlen, "--insecure and --cacert contradict each other: give one.");
+		char why[512];
+		t->tls = sl_tls_client_ctx(o->cacert, o->insecure, "--cacert", why, sizeof why);
+		if (t->tls == NULL)
+			return do_error(err, errlen, "%s.", why);
+		snprintf(t->tls_name, sizeof t->tls_name, "%s", u.host);
+	} else if (o->insecure || o->cacert) {
+		return do_error(err, errlen, "%s applies to an https:// URL.", o->insecure ? "--insecure" : "--cacert");
+	}
 	t->head = !strcmp(o->method, "HEAD");
 	t->keepalive = o->keepalive;
 	const char *conn = do_find_header(o, "Connection");
@@ -242,4 +258,7 @@ void sl_load_target_dispose(sl_load_target_t *t)
 {
 	free(t->request);
 	t->request = NULL;
+	if (t->tls)
+		SSL_CTX_free(t->tls);
+	t->tls = NULL;
 }

@@ -45,6 +45,10 @@
 #include <llhttp.h>
 #include <uv.h>
 
+#include "buf.h"
+#include "io.h"
+#include "tls.h"
+
 #define READ_BUF_SIZE 65536
 
 typedef enum { SOCK_CLOSED, SOCK_CONNECTING, SOCK_OPEN, SOCK_CLOSING } sock_state_t;
@@ -63,10 +67,11 @@ struct conn {
 	uint64_t deadline_ns; /* --timeout */
 	sock_state_t sock;
 	uint16_t status;
-	bool busy;    /* carries a request */
-	bool writing; /* a uv_write() of the request is pending */
-	bool done;    /* the response is complete */
-	bool keep;    /* ...and allows the connection to be reused */
+	bool busy;     /* carries a request */
+	bool writing;  /* a uv_write() of the request is pending */
+	bool done;     /* the response is complete */
+	bool keep;     /* ...and allows the connection to be reused */
+	sl_tls_t *tls; /* https://: the stream over this connection (src/tls.h) */
 };
 
 struct sl_load_worker {
@@ -100,6 +105,8 @@ struct sl_load_worker {
 	 * waiting for a connection was due; 0 when none is */
 	_Atomic uint64_t pub_wait_since;
 	char rbuf[READ_BUF_SIZE]; /* every read of this thread lands here, parsed at once */
+	sl_buf_t tls_out;         /* https://: what this thread's streams send, flushed at once */
+	char plain[16384];        /* https://: one record decrypted, parsed at once */
 };
 
 static atomic_int interrupted;
@@ -160,6 +167,8 @@ static void on_close(uv_handle_t *h)
 	sl_load_worker_t *w = c->w;
 	c->sock = SOCK_CLOSED;
 	c->writing = false;
+	sl_tls_free(c->tls);
+	c->tls = NULL;
 	if (w->finishing)
 		return;
 	do_list_push(&w->cold, c);
@@ -231,18 +240,18 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	buf->len = sizeof(c->w->rbuf);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/* Response bytes (plain or decrypted), or the end (nread < 0). */
+static void do_input(conn_t *c, const char *data, ssize_t nread)
 {
-	conn_t *c = s->data;
 	if (nread > 0) {
 		c->w->stats.bytes += (uint64_t)nread;
 		if (!c->busy) { /* bytes nobody asked for: the connection is unusable */
 			do_close(c);
 			return;
 		}
-		llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, (size_t)nread);
+		llhttp_errno_t e = llhttp_execute(&c->parser, data, (size_t)nread);
 		if (e == HPE_PAUSED) {
-			bool extra = llhttp_get_error_pos(&c->parser) != buf->base + nread;
+			bool extra = llhttp_get_error_pos(&c->parser) != data + nread;
 			llhttp_resume(&c->parser);
 			do_complete(c, extra);
 		} else if (e != HPE_OK) {
@@ -265,6 +274,89 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	do_fail(c, do_classify((int)nread));
+}
+
+/* --- https:// --------------------------------------------------------------- */
+
+static void on_tls_write(uv_write_t *req, int status)
+{
+	conn_t *c = req->handle->data;
+	sl_io_write_done(req);
+	c->writing = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0;
+	if (status < 0 && status != UV_ECANCELED && c->busy && c->sock == SOCK_OPEN)
+		do_fail(c, do_classify(status));
+}
+
+/* Writes what the stream produced; false (the request failed) if it cannot. */
+static bool do_tls_flush(conn_t *c)
+{
+	int rc = sl_tls_flush(c->tls, (uv_stream_t *)&c->tcp, on_tls_write, NULL);
+	if (rc == 0) {
+		c->writing = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0;
+		return true;
+	}
+	c->w->tls_out.len = 0;
+	if (c->busy)
+		do_fail(c, do_classify(rc));
+	else
+		do_close(c);
+	return false;
+}
+
+static void do_tls_read(conn_t *c, ssize_t nread, const char *data)
+{
+	if (nread < 0 && !sl_tls_handshake_done(c->tls)) {
+		if (c->busy)
+			do_fail(c, SL_LOAD_ERR_CONNECT);
+		else
+			do_close(c);
+		return;
+	}
+	if (nread < 0) {
+		do_input(c, NULL, nread);
+		return;
+	}
+	sl_tls_feed(c->tls, data, (size_t)nread);
+	if (!sl_tls_handshake_done(c->tls)) {
+		int r = sl_tls_handshake(c->tls);
+		if (!do_tls_flush(c))
+			return;
+		if (r == SL_TLS_FAILED) {
+			if (c->busy)
+				do_fail(c, SL_LOAD_ERR_CONNECT); /* counted as a connect error, as a refusal */
+			else
+				do_close(c);
+			return;
+		}
+		if (r == 0)
+			return;
+		if (c->busy)
+			do_send(c); /* the request waited for the handshake */
+	}
+	while (c->sock == SOCK_OPEN && c->tls) {
+		ssize_t n = sl_tls_read(c->tls, c->w->plain, sizeof c->w->plain);
+		if (!do_tls_flush(c))
+			return;
+		if (n == 0)
+			return;
+		if (n < 0) { /* close_notify: an EOF; a broken record: a reset */
+			do_input(c, NULL, n == SL_TLS_CLOSED ? UV_EOF : UV_ECONNRESET);
+			return;
+		}
+		do_input(c, c->w->plain, n);
+	}
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	conn_t *c = s->data;
+	if (nread == 0)
+		return;
+	if (c->tls) {
+		do_tls_read(c, nread, buf->base);
+		return;
+	}
+	do_input(c, buf->base, nread);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -295,6 +387,13 @@ static void on_connect(uv_connect_t *req, int status)
 		do_fail(c, SL_LOAD_ERR_OTHER);
 		return;
 	}
+	if (c->w->plan->tls) { /* the request goes once the handshake is done */
+		c->tls = sl_tls_new_client(c->w->plan->tls, c->w->plan->tls_name, NULL, &c->w->tls_out);
+		int r = sl_tls_handshake(c->tls);
+		if (do_tls_flush(c) && r == SL_TLS_FAILED)
+			do_fail(c, SL_LOAD_ERR_CONNECT);
+		return;
+	}
 	do_send(c);
 }
 
@@ -304,6 +403,15 @@ static void do_send(conn_t *c)
 {
 	sl_load_worker_t *w = c->w;
 	c->done = false;
+	if (c->tls) {
+		if (sl_tls_write(c->tls, &w->request, 1) != 0) {
+			w->tls_out.len = 0;
+			do_fail(c, SL_LOAD_ERR_OTHER);
+			return;
+		}
+		do_tls_flush(c);
+		return;
+	}
 	int n = uv_try_write((uv_stream_t *)&c->tcp, &w->request, 1);
 	if (n == (int)w->request.len)
 		return;
@@ -638,6 +746,7 @@ void sl_load_worker_free(sl_load_worker_t *w)
 	if (!w)
 		return;
 	free(w->conns);
+	sl_buf_dispose(&w->tls_out);
 	free(w);
 }
 

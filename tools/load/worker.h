@@ -22,6 +22,8 @@ typedef struct sl_load_plan {
 	size_t request_len;
 	bool head;                /* responses to HEAD carry no body */
 	bool keepalive;           /* false: a new connection per request */
+	struct ssl_ctx_st *tls;   /* https://: every connection does a full TLS handshake first; NULL: http */
+	const char *tls_name;     /* https://: SNI and the name checked */
 	unsigned threads;         /* T */
 	unsigned connections;     /* across all threads; open loop: to start with */
 	unsigned max_connections; /* open loop: may grow up to this; closed loop: == connections */
