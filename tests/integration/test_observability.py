@@ -518,7 +518,10 @@ def test_counters_move_exactly_after_a_known_mix(start_upstream, start_sluice, t
     m2 = metrics(a.url)
     assert m2["requests"]["total"] == total, m2["requests"]
 
-    # idle client connections are counted
+    # idle client connections are counted; the base is taken once the earlier
+    # clients' connections have closed (only the metrics request's own is left),
+    # else one of them closing while the three open hides one of the three
+    wait_sluice(a, lambda x: x["connections"]["clients"] <= 1)
     base = metrics(a.url)["connections"]["clients"]
     conns = [HttpConn(a.port) for _ in range(3)]
     try:
