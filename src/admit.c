@@ -234,7 +234,7 @@ sl_admit_result_t sl_admit_cancel(sl_admit_t *a, sl_admit_waiter_t *w)
 	pthread_mutex_lock(&a->lock);
 	switch (w->where) {
 	case IN_QUEUE:
-		sl_queue_remove(&a->queue, &w->e);
+		sl_queue_remove(&a->queue, &w->e, uv_hrtime());
 		r = SL_ADMIT_QUEUED;
 		break;
 	case IN_INBOX:

@@ -237,6 +237,13 @@ static void do_unlink(sl_queue_t *q, sl_queue_entry_t *e)
 		heap_down(q, f->heap_idx);
 }
 
+/* The queue lost a request (refused, displaced, withdrawn) at now. */
+static void do_note_loss(sl_queue_t *q, uint64_t now)
+{
+	q->last_loss = now;
+	q->lost = true;
+}
+
 /* ---- the interface ---------------------------------------------------------- */
 
 void sl_queue_init(sl_queue_t *q, const sl_queue_params_t *p, uint64_t seed)
@@ -277,8 +284,10 @@ sl_queue_verdict_t sl_queue_push(sl_queue_t *q, sl_queue_entry_t *e, uint64_t no
 	uint32_t per_key = q->p.max_per_key && q->p.max_per_key < q->p.max_queue ? q->p.max_per_key : q->p.max_queue;
 	sl_queue_flow_t *f = do_find(q, e->key);
 	uint32_t mine = f ? f->n : 0;
-	if (mine >= per_key)
+	if (mine >= per_key) {
+		do_note_loss(q, now);
 		return SL_QUEUE_FULL;
+	}
 	/* the average of finished holds, not the stalled-departures bound of
 	 * sl_queue_hold_estimate: a holder's long hold says little about the
 	 * holds of those after it (conservative) */
@@ -296,11 +305,13 @@ sl_queue_verdict_t sl_queue_push(sl_queue_t *q, sl_queue_entry_t *e, uint64_t no
 		if (predicted > e->budget_ns) {
 			e->predicted_ns = predicted;
 			q->predicted++;
+			do_note_loss(q, now);
 			return SL_QUEUE_HOPELESS;
 		}
 	}
 	if (q->queued >= q->p.max_queue) {
 		sl_queue_flow_t *fat = q->nflows ? q->heap[0] : NULL;
+		do_note_loss(q, now); /* one goes, either way */
 		if (!fat || fat->n <= mine)
 			return SL_QUEUE_FULL; /* this key is (one of) the fattest: the newcomer is the one refused */
 		sl_queue_entry_t *victim = sl_list_entry(fat->entries.prev, sl_queue_entry_t, link);
@@ -333,14 +344,18 @@ sl_queue_entry_t *sl_queue_pop(sl_queue_t *q, uint64_t now, uint32_t limit, bool
 		if (h) {
 			uint64_t target = standing_target(h, limit);
 			int64_t standing = ns_between(q->nonempty_since, now), waited = ns_between(e->queued_at, now);
-			/* ... and only to make way for fresher work that keeps the
-			 * slots busy: something queued within the target, and more
-			 * than a target's worth of work (max(limit, 4) entries) left
-			 * behind it; else dropping it would only leave a slot idle */
-			int64_t fresh = ns_between(q->last_push, now);
+			/* ... and only while the queue loses requests anyway (a loss
+			 * within the interval), to make way for fresher work that
+			 * keeps the slots busy: something queued within the target,
+			 * more than max(2 limit, 16) entries behind it; else dropping
+			 * would only turn an accepted wait into a 503 or leave a slot
+			 * idle (queue.h) */
+			int64_t fresh = ns_between(q->last_push, now), since_loss = ns_between(q->last_loss, now);
 			uint32_t keep = 2 * limit > 16 ? 2 * limit : 16;
 			drop = standing > 0 && (uint64_t)standing >= 4 * target && waited > 0 &&
-			       (uint64_t)waited > target && fresh >= 0 && (uint64_t)fresh <= target && q->queued > keep;
+			       (uint64_t)waited > target && q->lost && since_loss >= 0 &&
+			       (uint64_t)since_loss <= 4 * target && fresh >= 0 && (uint64_t)fresh <= target &&
+			       q->queued > keep;
 		}
 	}
 	/* the key goes to the back of the rotation (or away, emptied) */
@@ -356,10 +371,12 @@ sl_queue_entry_t *sl_queue_pop(sl_queue_t *q, uint64_t now, uint32_t limit, bool
 	return e;
 }
 
-void sl_queue_remove(sl_queue_t *q, sl_queue_entry_t *e)
+void sl_queue_remove(sl_queue_t *q, sl_queue_entry_t *e, uint64_t now)
 {
-	if (e->flow)
+	if (e->flow) {
 		do_unlink(q, e);
+		do_note_loss(q, now);
+	}
 }
 
 void sl_queue_get_stats(const sl_queue_t *q, sl_queue_stats_t *out)

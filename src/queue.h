@@ -31,10 +31,16 @@
  *         waits about one service time more at most), interval = 4 x
  *         target; here H is also at least the time since a slot last
  *         changed hands (stalled departures show before any hold ends,
- *         and a larger H drops less). An entry is dropped only to make
- *         way for fresher work that keeps the slots busy: something was
- *         queued within the target and more than max(2 x limit, 16)
- *         entries wait behind it. Without that rule a burst that drained
+ *         and a larger H drops less). An entry is dropped only when the
+ *         queue is losing requests anyway, and only to make way for
+ *         fresher work that keeps the slots busy: the queue lost one (a
+ *         newcomer refused or displaced, a waiter whose client left or
+ *         whose queue_timeout passed) within the interval, something was
+ *         queued within the target, and more than max(2 x limit, 16)
+ *         entries wait behind it. A queue that stands but loses nobody
+ *         (clients in a closed loop, patient enough for the wait) is left
+ *         alone: dropping there would only turn waits the clients accept
+ *         into 503s, at no gain in goodput. Without that rule a burst that drained
  *         slowly would be dropped and the slots left idle (the simulator
  *         in tests/unit/test_queue.c measured it: with one slot and bursty
  *         arrivals the goodput fell below FIFO's).
@@ -114,6 +120,8 @@ typedef struct sl_queue {
 	uint64_t last_change;    /* a slot was last taken or given back (sl_queue_note_slot, pop) */
 	uint64_t nonempty_since; /* when the queue last went from empty to not */
 	uint64_t last_push;      /* when an entry was last queued */
+	uint64_t last_loss;      /* when the queue last lost one: refused, displaced, withdrawn */
+	bool lost;               /* ... ever */
 	uint64_t predicted, standing_drops, displaced;
 } sl_queue_t;
 
@@ -146,9 +154,9 @@ sl_queue_verdict_t sl_queue_push(sl_queue_t *q, sl_queue_entry_t *e, uint64_t no
  * its wait (the breaker flushing the queue). Counts as a slot change. */
 sl_queue_entry_t *sl_queue_pop(sl_queue_t *q, uint64_t now, uint32_t limit, bool *expired);
 
-/* Removes a queued entry (its client left, its timer fired). Harmless on
- * an entry not queued. */
-void sl_queue_remove(sl_queue_t *q, sl_queue_entry_t *e);
+/* Removes a queued entry at now (its client left, its timer fired: a
+ * loss, see above). Harmless on an entry not queued. */
+void sl_queue_remove(sl_queue_t *q, sl_queue_entry_t *e, uint64_t now);
 
 /* A slot was taken or given back at now (pop counts its own). */
 void sl_queue_note_slot(sl_queue_t *q, uint64_t now);

@@ -88,8 +88,8 @@ static void test_round_robin_across_keys(void **state)
 	/* one key: FIFO, and removing from the middle keeps the order */
 	for (int i = 0; i < 5; i++)
 		push(q, &it[i], i, 0, (uint64_t)i, NULL);
-	sl_queue_remove(q, &it[2].e);
-	sl_queue_remove(q, &it[2].e); /* twice: harmless */
+	sl_queue_remove(q, &it[2].e, 10);
+	sl_queue_remove(q, &it[2].e, 10); /* twice: harmless */
 	int fifo[] = {0, 1, 3, 4};
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(pop_id(q, 10), fifo[i]);
@@ -240,28 +240,30 @@ static void test_prediction(void **state)
 
 /* The standing queue: only after the queue has not been empty for the
  * interval (4 x target, target = max(H, 4H / limit)) is an entry that waited
- * past the target dropped at its turn, and only for fresher work: something
- * queued within the target, and more than max(2 x limit, 16) entries
- * behind it. FIFO never drops. */
+ * past the target dropped at its turn, only while the queue loses requests
+ * (one within the interval), and only for fresher work: something queued
+ * within the target, and more than max(2 x limit, 16) entries behind it.
+ * FIFO never drops. */
 static void test_standing_queue_drops(void **state)
 {
 	sl_queue_t *q = new_queue(SL_QUEUE_ADAPTIVE, 100, 0);
 	for (int i = 0; i < SL_QUEUE_MIN_SAMPLES; i++)
 		sl_queue_note_hold(q, 100 * MS); /* H = 100 ms; limit 4: target 100 ms, interval 400 ms */
-	item_t it[20];
+	item_t it[21];
 	sl_queue_entry_t *d, *e;
 	bool expired;
-	for (int i = 0; i < 20; i++) {
+	for (int i = 0; i < 21; i++) {
 		memset(&it[i], 0, sizeof it[i]);
 		it[i].id = i;
-		assert_int_equal(sl_queue_push(q, &it[i].e, (uint64_t)i * 25 * MS, 4, &d), SL_QUEUE_ADDED);
+		assert_int_equal(sl_queue_push(q, &it[i].e, (uint64_t)i * 24 * MS, 4, &d), SL_QUEUE_ADDED);
 	}
-	/* entries queued at 0, 25, ..., 475 ms */
+	sl_queue_remove(q, &it[20].e, 490 * MS); /* the newest's client leaves: a loss */
+	/* entries queued at 0, 24, ..., 456 ms */
 	e = sl_queue_pop(q, 350 * MS, 4, &expired); /* stood 350 ms < 400: served */
 	assert_int_equal(((item_t *)e)->id, 0);
 	assert_false(expired);
 	sl_queue_note_slot(q, 500 * MS); /* a slot comes back (else H would be at least the 150 ms since) */
-	for (int i = 1; i <= 3; i++) {   /* stood 500 ms: waited 475..425 ms > 100 with 19..17 queued */
+	for (int i = 1; i <= 3; i++) {   /* stood 500 ms: waited 476..428 ms > 100 with 19..17 queued */
 		e = sl_queue_pop(q, 500 * MS, 4, &expired);
 		assert_int_equal(((item_t *)e)->id, i);
 		assert_true(expired);
@@ -295,6 +297,11 @@ static void test_standing_queue_drops(void **state)
 	assert_false(expired); /* no slot changed hands for 1.32 s: H is at least that, the target 5.28 s */
 	memset(&it[0], 0, sizeof it[0]);
 	sl_queue_push(q, &it[0].e, 4600 * MS, 1, &d);
+	memset(&it[1], 0, sizeof it[1]);
+	sl_queue_push(q, &it[1].e, 4605 * MS, 1, &d);
+	e = sl_queue_pop(q, 4620 * MS, 1, &expired);
+	assert_false(expired); /* the last loss was 4.1 s ago: the queue stands, but loses nobody */
+	sl_queue_remove(q, &it[1].e, 4610 * MS);
 	e = sl_queue_pop(q, 4620 * MS, 1, &expired);
 	assert_true(expired); /* stood 1.62 s, waited 1.62 s, something fresh, 19 queued: the stale one goes */
 	/* FIFO never drops */
@@ -302,6 +309,45 @@ static void test_standing_queue_drops(void **state)
 	sl_queue_set_params(q, &p);
 	e = sl_queue_pop(q, 4620 * MS, 1, &expired);
 	assert_false(expired);
+	free_queue(q);
+}
+
+/* A queue that stands but loses nobody (clients in a closed loop, patient
+ * enough for the wait) is left alone, however long it stands; the first
+ * loss (a newcomer refused) turns the drops on. */
+static void test_standing_without_loss_is_left_alone(void **state)
+{
+	sl_queue_t *q = new_queue(SL_QUEUE_ADAPTIVE, 30, 0);
+	for (int i = 0; i < SL_QUEUE_MIN_SAMPLES; i++)
+		sl_queue_note_hold(q, 100 * MS); /* H = 100 ms, limit 4: target 100 ms, interval 400 ms */
+	item_t it[64], extra;
+	sl_queue_entry_t *d, *e;
+	bool expired;
+	for (int i = 0; i < 20; i++) {
+		memset(&it[i], 0, sizeof it[i]);
+		sl_queue_push(q, &it[i].e, (uint64_t)i * MS, 4, &d);
+	}
+	/* every 25 ms a slot comes back, the next waiter is served, its client
+	 * sends again: the queue stands at 20, each waits 500 ms */
+	for (uint64_t t = 500; t < 3000; t += 25) {
+		sl_queue_note_slot(q, t * MS);
+		e = sl_queue_pop(q, t * MS, 4, &expired);
+		assert_non_null(e);
+		assert_false(expired);
+		item_t *again = (item_t *)e;
+		memset(again, 0, sizeof *again);
+		sl_queue_push(q, &again->e, t * MS, 4, &d);
+	}
+	/* now the queue is full and a newcomer is refused: a loss */
+	for (int i = 0; i < 10; i++) {
+		memset(&it[40 + i], 0, sizeof it[40 + i]);
+		sl_queue_push(q, &it[40 + i].e, 3000 * MS, 4, &d);
+	}
+	memset(&extra, 0, sizeof extra);
+	assert_int_equal(sl_queue_push(q, &extra.e, 3000 * MS, 4, &d), SL_QUEUE_FULL);
+	sl_queue_note_slot(q, 3010 * MS);
+	e = sl_queue_pop(q, 3010 * MS, 4, &expired);
+	assert_true(expired);
 	free_queue(q);
 }
 
@@ -480,14 +526,14 @@ static sim_result_t simulate(const sim_params_t *sp)
 		} else if (e.type == EV_CLIENT_LEAVES) {
 			x->gone = true;
 			if (x->state == 1) { /* withdrawn from the queue, never sent */
-				sl_queue_remove(&q, &x->e);
+				sl_queue_remove(&q, &x->e, now);
 				x->state = 3;
 				res.left++;
 			}
 		} else if (e.type == EV_QUEUE_TIMER) {
 			if (x->state != 1)
 				continue;
-			sl_queue_remove(&q, &x->e);
+			sl_queue_remove(&q, &x->e, now);
 			x->state = 3;
 			res.timed_out++;
 			double w = (double)(now - x->arrive) / MS;
@@ -602,6 +648,7 @@ int main(void)
 	    cmocka_unit_test(test_many_keys),
 	    cmocka_unit_test(test_prediction),
 	    cmocka_unit_test(test_standing_queue_drops),
+	    cmocka_unit_test(test_standing_without_loss_is_left_alone),
 	    cmocka_unit_test(test_simulated_overload),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
