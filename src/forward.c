@@ -100,7 +100,7 @@ static void do_tell_breaker(sl_client_t *c, bool upstream_ok)
 	}
 }
 
-/* The slot goes back (to the oldest waiter, if any); kept while the answer
+/* The slot goes back (to the next waiter, if any); kept while the answer
  * is still queued for a slow client, because a slot is held until the answer
  * has been relayed (SPEC §4). */
 static void do_release_slot(sl_client_t *c, bool wait_for_flush, bool sample)
