@@ -1,7 +1,9 @@
 """The queue's policy (issue 15): --queue-policy adaptive refuses a hopeless
 request at once (its predicted wait exceeds queue_timeout) with 503
 queue_timeout, Retry-After and "predicted": true, and predicts nothing from
-a cold start; --queue-policy fifo keeps issue 3's queue; --fair-queue-key
+a cold start; under a standing queue of clients that give up, adaptive
+serves fresh requests where fifo serves abandoned ones; --queue-policy fifo
+keeps issue 3's queue; --fair-queue-key
 serves the queue round-robin across client addresses or a header's values,
 so a light client is not starved by a flood; --max-queue-per-key bounds one
 key's share.
@@ -293,3 +295,39 @@ def test_bad_queue_options_exit_2(args, words):
     assert len(err.strip().splitlines()) == 1, err
     for w in words:
         assert w in err, err
+
+
+def overload_with_impatient_clients(start_upstream, start_sluice, policy):
+    """Limit 4, 100 ms answers (40 req/s), a queue of 100 (2.5 s of work):
+    sluice-load at 120 req/s for 5 s whose clients give up after 1 s (sluice
+    is not told: no --request-timeout). Returns (sluice-load's report, the
+    queue metrics, requests/s the upstream answered)."""
+    up = start_upstream(workers=2)
+    sl = start_sluice(up.port, workers=2, max_concurrent_requests=4, max_queue_size=100, queue_timeout=30,
+                      queue_policy=policy)
+    warm(sl, 12, 100, 4)
+    reset_upstream(up)
+    p = subprocess.run([os.path.join(BUILD, "sluice-load"), "--url", "http://127.0.0.1:%d/o?delay_ms=100" % sl.port,
+                        "--rate", "120", "-c", "50", "--duration", "5s", "--timeout", "1s", "--json", "--threads", "1"],
+                       capture_output=True, timeout=60)
+    report = json.loads(p.stdout)
+    assert wait_until(lambda: health(sl)["active"] == 0 and health(sl)["queued"] == 0, 10), health(sl)
+    return report, metrics(sl), upstream_stats(up)["requests"] / report["duration_seconds"]
+
+
+def test_standing_queue_serves_fresh_requests(start_upstream, start_sluice):
+    """Overloaded by clients that give up after 1 s: with fifo the queue
+    holds 2.5 s of requests and what it serves has mostly been abandoned
+    (the upstream works for nobody); adaptive drops the stale heads of the
+    standing queue (503 queue_timeout, queue.standing_drops) and serves
+    fresh requests, most of them in time."""
+    fifo, fifo_q, fifo_up = overload_with_impatient_clients(start_upstream, start_sluice, "fifo")
+    adaptive, adaptive_q, adaptive_up = overload_with_impatient_clients(start_upstream, start_sluice, "adaptive")
+    print("fifo: %d in time of %d, upstream %.1f/s; adaptive: %d in time, upstream %.1f/s, %r" % (
+        fifo["success"], fifo["total"], fifo_up, adaptive["success"], adaptive_up, adaptive_q["queue"]))
+    assert fifo_q["queue"]["standing_drops"] == 0
+    assert adaptive_q["queue"]["standing_drops"] > 20, adaptive_q["queue"]
+    assert adaptive_q["requests"]["rejected_by"]["queue_timeout"] >= adaptive_q["queue"]["standing_drops"]
+    # capacity 40/s for 5 s: adaptive answers most of it in time, fifo a fraction
+    assert adaptive["success"] >= 0.7 * 40 * 5, adaptive
+    assert fifo["success"] < 0.5 * adaptive["success"], (fifo, adaptive)
