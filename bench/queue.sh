@@ -53,6 +53,8 @@
 # requests, rejections (non-2xx responses and socket errors) and the probe's
 # rejection p50/p99.
 #
+# POLICY=1 runs the queue-policy table instead (issue 15; see its block below).
+#
 # Usage: bench/queue.sh   (env: BUILD=build WORKERS=2 CONNS=400 DURATION=10
 #                          WRK_THREADS=2 LIMIT=100 QUEUE=200 DELAY_MS=50
 #                          TARGETS="sluice haproxy haproxy-q200 nginx" PROBE_N=200)
@@ -261,6 +263,114 @@ UP="http://127.0.0.1:$UP_PORT"
 up_stat() { # field
 	curl -s "$UP/__stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"
 }
+
+# ---------------------------------------------------------------- queue policies (POLICY=1)
+
+# POLICY=1: instead of the tables below, the overload table of issue 15:
+# sluice --queue-policy fifo against --queue-policy adaptive (and HAProxy,
+# maxconn P_LIMIT with its queue bounded at P_QUEUE as haproxy-q200 below),
+# in front of P_DELAY_MS (100 ms) answers with P_LIMIT (20) slots, capacity
+# P_LIMIT / P_DELAY_MS = 200 req/s, and a queue of P_QUEUE (200): 1 s of
+# work. Open loop (sluice-load --rate) at each of OVERLOADS (1.5 and 4) x
+# the capacity, for DURATION s, once per client deadline of DEADLINES (1 and
+# 30 s: sluice-load --timeout; sluice is not told of it: no
+# --request-timeout, queue_timeout 30). Each proxy is started afresh per
+# row and warmed with 1 s of load within the limit (the adaptive queue
+# needs 8 measured holds). SLUICE_ARGS: more sluice flags.
+#   goodput: 2xx answers within the deadline per second (sluice-load's
+#            successes: a later answer is its timeout), and its share of
+#            the capacity;
+#   p50/p99: of those answers alone (sluice-load's success_p50/p99), ms;
+#   503/s:   refusals per second; late/s: requests whose client gave up.
+if [ "${POLICY:-0}" = 1 ]; then
+	P_LIMIT=${P_LIMIT:-20}
+	P_DELAY_MS=${P_DELAY_MS:-100}
+	P_QUEUE=${P_QUEUE:-200}
+	OVERLOADS=${OVERLOADS:-"1.5 4"}
+	DEADLINES=${DEADLINES:-"1 30"}
+	P_TARGETS=${P_TARGETS:-"sluice-fifo sluice-adaptive haproxy"}
+	cap=$(awk -v l="$P_LIMIT" -v d="$P_DELAY_MS" 'BEGIN {printf "%.0f", l / (d / 1000.0)}')
+	P_ROWS=()
+	for deadline in $DEADLINES; do
+		for over in $OVERLOADS; do
+			rate=$(awk -v c="$cap" -v o="$over" 'BEGIN {printf "%.0f", c * o}')
+			for t in $P_TARGETS; do
+				port=$(free_port)
+				name="$t-$over-$deadline"
+				case $t in
+				sluice-fifo | sluice-adaptive)
+					# shellcheck disable=SC2086 # SLUICE_ARGS is a list of flags
+					start "$name" "$port" "$ROOT/$BUILD/sluice" --listen-host 127.0.0.1 --listen-port "$port" \
+						--target-host 127.0.0.1 --target-port "$UP_PORT" --workers "$WORKERS" --log-level warn \
+						--max-concurrent-requests "$P_LIMIT" --max-queue-size "$P_QUEUE" --queue-timeout 30 \
+						--pool-maxsize "$P_LIMIT" --max-connections 20000 --queue-policy "${t#sluice-}" \
+						${SLUICE_ARGS:-}
+					;;
+				haproxy)
+					cat >"$TMP/$name.cfg" <<EOF
+global
+    nbthread $WORKERS
+    maxconn 8000
+defaults
+    mode http
+    maxconn 8000
+    timeout connect 10s
+    timeout client 120s
+    timeout server 120s
+    timeout queue 30s
+    timeout http-keep-alive 60s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$port
+    default_backend be
+backend be
+    http-request deny deny_status 503 if { queue(be) ge $P_QUEUE }
+    server s1 127.0.0.1:$UP_PORT maxconn $P_LIMIT
+EOF
+					start "$name" "$port" "$HAPROXY" -db -f "$TMP/$name.cfg"
+					;;
+				*) die "unknown policy target $t" ;;
+				esac
+				url="http://127.0.0.1:$port/?delay_ms=$P_DELAY_MS"
+				"$WRK" -t1 -c"$P_LIMIT" -d1s "$url" >/dev/null 2>&1 || true
+				for _ in $(seq 100); do [ "$(up_stat inflight)" = 0 ] && break; sleep 0.05; done
+				out_file="$TMP/policy-$name.json"
+				"$ROOT/$BUILD/sluice-load" --url "$url" --rate "$rate" --concurrent 200 --max-concurrent 4000 \
+					--duration "$DURATION" --timeout "$deadline" --json >"$out_file" 2>"$TMP/policy-$name.err" ||
+					[ -s "$out_file" ] || die "sluice-load failed against $t: $(cat "$TMP/policy-$name.err")"
+				row=$(python3 - "$out_file" "$t" "$over" "$deadline" "$cap" <<'PY'
+import json, sys
+out, name, over, deadline, cap = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
+r = json.load(open(out))
+dur = r["duration_seconds"]
+ok = r["success"]
+rej = r["status_codes"].get("503", 0)
+late = r["errors"]["timeout"]
+print("%-16s %4sx %6ss %8.1f %6.1f%% %8.1f %8.1f %8.1f %8.1f" % (
+    name, over, deadline, ok / dur, 100 * ok / dur / cap, r["success_p50"], r["success_p99"], rej / dur, late / dur))
+PY
+)
+				P_ROWS+=("$row")
+				log "policy: $row"
+				kill -TERM "${PID[$name]}" 2>/dev/null || true
+				wait "${PID[$name]}" 2>/dev/null || true
+				for _ in $(seq 200); do [ "$(up_stat inflight)" = 0 ] && break; sleep 0.05; done
+			done
+		done
+	done
+	echo
+	echo "sluice bench/queue.sh POLICY=1 — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, $(uname -r)"
+	echo "upstream: sluice-upstream ($UP_WORKERS workers), every answer delayed ${P_DELAY_MS} ms; limit $P_LIMIT," \
+		"queue $P_QUEUE (queue_timeout 30 s); capacity $cap req/s; ${DURATION} s open loop per row;" \
+		"$WORKERS worker(s) per proxy; $("$HAPROXY" -v | head -1 | awk '{print "HAProxy " $3}')"
+	echo
+	printf '%-16s %5s %7s %8s %7s %8s %8s %8s %8s\n' proxy load deadline goodput share p50_ms p99_ms "503/s" "late/s"
+	printf '%s\n' "${P_ROWS[@]}"
+	echo
+	echo "goodput: 2xx answers within the client's deadline per second (share: of the capacity, $cap req/s);"
+	echo "p50_ms, p99_ms: of those answers; 503/s: refusals; late/s: requests whose client gave up at the deadline."
+	exit 0
+fi
 
 # ---------------------------------------------------------------- proxies
 

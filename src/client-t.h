@@ -62,6 +62,7 @@ typedef struct sl_request {
 		uint64_t started_ns;  /* uv_hrtime at the head, for latency */
 		uint64_t queue_ns;    /* time spent in the admission queue */
 		uint64_t upstream_ns; /* uv_hrtime when the first attempt started */
+		uint64_t slot_ns;     /* uv_hrtime when it got its slot, for the hold time (0: a tunnel's) */
 		uint64_t body_bytes;  /* request body bytes received */
 		uint64_t bytes_out;   /* response body bytes sent, for the access log */
 		int status;           /* status sent (or being sent) to the client */

@@ -75,6 +75,7 @@ static const char *const level_names[] = {"error", "warn", "info", "debug", NULL
 static const char *const abort_names[] = {"drain", "cancel", NULL};
 static const char *const access_format_names[] = {"text", "json", NULL};
 static const char *const fallback_names[] = {"static", "closed", NULL};
+static const char *const queue_policy_names[] = {"fifo", "adaptive", NULL}; /* sl_queue_policy_t's order */
 
 /* Durations that may be 0 are those where 0 means "do not wait" rather than
  * "fail at once": backoffs and the shutdown drain; or "none": the request
@@ -118,6 +119,16 @@ static const opt_t options[] = {
 	 "requests waiting for a slot; beyond it, reject at once with 503"},
 	{"queue-timeout", NULL, 0, OPT_SECONDS, 0, FIELD(queue_timeout), 0.001, DAY, "30", "SEC",
 	 "longest wait in the queue before a 503"},
+	{"queue-policy", NULL, 0, OPT_CHOICE, 0, FIELD(queue_policy), 0, 0, "adaptive", "fifo|adaptive",
+	 "adaptive: refuse at once (503 queue_timeout, \"predicted\") a request whose wait, predicted from the "
+	 "measured slot hold time, exceeds queue_timeout or what is left of request_timeout, and under a queue "
+	 "that stays standing serve or drop those that waited past a target scaled to the hold time (CoDel); "
+	 "fifo: neither", queue_policy_names},
+	{"fair-queue-key", NULL, 0, OPT_STRING, 0, FIELD(fair_queue_key), 0, 0, "none", "none|ip|header:NAME",
+	 "serve the queue round-robin across keys: the client's address (ip) or a request header's value; a "
+	 "full queue gives the newest place of the key with the most queued to a key with fewer"},
+	{"max-queue-per-key", NULL, 0, OPT_COUNT, OPT_OPTIONAL, FIELD(max_queue_per_key), 1, 1000000, NULL, "N",
+	 "queued requests of one --fair-queue-key key; beyond it 503 queue_full; none: the whole queue"},
 	{"pool-maxsize", NULL, 0, OPT_COUNT, 0, FIELD(pool_maxsize), 0, 100000, "50", "N",
 	 "idle upstream connections kept for reuse"},
 	{"pool-idle-timeout", NULL, 0, OPT_SECONDS, 0, FIELD(pool_idle_timeout), 0.001, DAY, "60",
@@ -866,6 +877,33 @@ static int normalize_target(sl_config_t *cfg, bool set_port, char *err, size_t e
 	return 0;
 }
 
+/* --fair-queue-key: none, ip or header:NAME, NAME a header name (RFC 9110
+ * §5.1 token). Sets fair_key_kind and fair_key_header. */
+static int check_fair_key(sl_config_t *cfg, char *err, size_t errlen)
+{
+	const char *v = cfg->fair_queue_key;
+	cfg->fair_key_header = NULL;
+	if (strcmp(v, "none") == 0) {
+		cfg->fair_key_kind = SL_FAIR_NONE;
+		return 0;
+	}
+	if (strcmp(v, "ip") == 0) {
+		cfg->fair_key_kind = SL_FAIR_IP;
+		return 0;
+	}
+	static const char tchar[] = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+	if (strncmp(v, "header:", 7) == 0 && v[7] != '\0' && strspn(v + 7, tchar) == strlen(v + 7)) {
+		cfg->fair_key_kind = SL_FAIR_HEADER;
+		cfg->fair_key_header = v + 7;
+		return 0;
+	}
+	char shown[64];
+	return fail(err, errlen,
+	            "--fair-queue-key must be none, ip or header:NAME with NAME a header name (e.g. "
+	            "header:X-Api-Key), got \"%s\"",
+	            printable(v, SIZE_MAX, shown, sizeof shown));
+}
+
 /* The rules that involve more than one option, checked on the merged result
  * so it does not matter which layer set which half. */
 static int check_across(sl_config_t *cfg, const bool *set, char *err, size_t errlen)
@@ -894,6 +932,8 @@ static int check_across(sl_config_t *cfg, const bool *set, char *err, size_t err
 		free(user);
 		free(password);
 	}
+	if (check_fair_key(cfg, err, errlen) < 0)
+		return -1;
 	if (cfg->admin_port != 0 && cfg->admin_port == cfg->listen_port)
 		return fail(err, errlen, "--admin-port must differ from --listen-port (both are %d)", cfg->admin_port);
 	if (!cfg->target_tls && (cfg->target_tls_ca || cfg->target_tls_sni || cfg->target_tls_insecure))

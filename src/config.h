@@ -29,6 +29,9 @@ typedef enum {
 /* --cluster-fallback */
 typedef enum { SL_FALLBACK_STATIC, SL_FALLBACK_CLOSED } sl_fallback_t;
 
+/* --fair-queue-key, parsed */
+typedef enum { SL_FAIR_NONE, SL_FAIR_IP, SL_FAIR_HEADER } sl_fair_key_t;
+
 /* --access-log-format */
 typedef enum { SL_ACCESS_TEXT, SL_ACCESS_JSON } sl_access_format_t;
 
@@ -49,6 +52,11 @@ typedef struct sl_config {
 	int max_concurrent_requests; /* alias --max-concurrent */
 	int max_queue_size;
 	double queue_timeout;
+	int queue_policy;            /* sl_queue_policy_t (queue.h): fifo, adaptive */
+	char *fair_queue_key;        /* "none", "ip" or "header:NAME", as given */
+	sl_fair_key_t fair_key_kind; /* ... parsed by the checks */
+	const char *fair_key_header; /* SL_FAIR_HEADER: NAME, inside fair_queue_key */
+	int max_queue_per_key;       /* 0: the whole queue */
 	int pool_maxsize;
 	double pool_idle_timeout;
 	int pool_connections; /* at most pool_maxsize */

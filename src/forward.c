@@ -102,20 +102,26 @@ static void do_tell_breaker(sl_client_t *c, bool upstream_ok)
 	}
 }
 
-/* The slot goes back (to the oldest waiter, if any); kept while the answer
+/* The slot goes back (to the next waiter, if any); kept while the answer
  * is still queued for a slow client, because a slot is held until the answer
  * has been relayed (SPEC §4). */
-static void do_release_slot(sl_client_t *c, bool wait_for_flush)
+static void do_release_slot(sl_client_t *c, bool wait_for_flush, bool sample)
 {
 	sl_request_t *q = c->req;
 	if (!q->r.has_slot)
 		return;
 	q->r.has_slot = false;
+	/* the hold time the adaptive queue predicts from: until the answer is
+	 * out of the upstream's hands (a slow client's flush is not counted);
+	 * a request cut short by its client says nothing of the upstream's pace */
+	uint64_t held = sample && q->r.slot_ns ? uv_hrtime() - q->r.slot_ns : 0;
 	if (wait_for_flush && sl_client_queue(c) > 0) {
 		c->flushing_slots++;
+		if (held)
+			sl_admit_note_hold(admit_of(c), held);
 		return;
 	}
-	sl_admit_release(admit_of(c));
+	sl_admit_release_held(admit_of(c), held);
 }
 
 void sl_forward_release_flushing(sl_client_t *c)
@@ -239,7 +245,8 @@ void sl_forward_end(sl_client_t *c, sl_outcome_t outcome, sl_reject_t why, sl_en
 			q->r.breaker_told = true; /* no verdict: another request may probe */
 			sl_breaker_abandon_probe(&c->w->server->breaker);
 		}
-		do_release_slot(c, how == SL_END_ANSWERED);
+		do_release_slot(c, how == SL_END_ANSWERED,
+		                outcome == SL_OUTCOME_SUCCESS || outcome == SL_OUTCOME_FAILED);
 		if (q->r.counted && how == SL_END_ANSWERED && outcome != SL_OUTCOME_REJECTED && c->eof &&
 		    c->in_len == c->in_off) {
 			/* Answered to a client that half-closed: whether the answer
@@ -269,12 +276,13 @@ typedef struct sl_drain {
 	sl_worker_t *w;
 	sl_upconn_t *up;
 	uint64_t bytes;
-	bool too_long; /* past DRAIN_MAX_BYTES: closed at the end of this read */
+	uint64_t slot_ns; /* the request's, for the hold time */
+	bool too_long;    /* past DRAIN_MAX_BYTES: closed at the end of this read */
 } sl_drain_t;
 
 static void do_drain_end(sl_drain_t *d)
 {
-	sl_admit_release(&d->w->server->admit);
+	sl_admit_release_held(&d->w->server->admit, d->slot_ns ? uv_hrtime() - d->slot_ns : 0);
 	sl_metrics_draining(&d->w->metrics, -1);
 	free(d);
 }
@@ -352,6 +360,7 @@ void sl_forward_abandon(sl_client_t *c, sl_outcome_t outcome)
 		sl_drain_t *d = sl_calloc(1, sizeof *d);
 		d->w = c->w;
 		d->up = q->a.up;
+		d->slot_ns = q->r.slot_ns;
 		q->a.up = NULL;
 		q->r.has_slot = false; /* the drain holds it now */
 		sl_metrics_draining(&c->w->metrics, 1);
@@ -365,7 +374,7 @@ void sl_forward_abandon(sl_client_t *c, sl_outcome_t outcome)
 /* A 503 of SPEC §4, answered at once. A bodiless or small request is read to
  * its end and dropped (DISCARD) so the connection stays usable; a large body
  * is not worth reading just to refuse it: the connection closes instead. */
-static void do_reject(sl_client_t *c, sl_reject_t why)
+static void do_reject_predicted(sl_client_t *c, sl_reject_t why, uint64_t predicted_ms)
 {
 	static const char *const messages[SL_REJECT_COUNT] = {
 	    [SL_REJECT_QUEUE_FULL] = "too many requests are waiting for the upstream; retry later",
@@ -377,11 +386,24 @@ static void do_reject(sl_client_t *c, sl_reject_t why)
 	sl_request_t *q = c->req;
 	const sl_http_msg_t *req = &q->parser.msg;
 	bool small = !req->chunked && req->content_length <= 65536;
-	char body[256], headers[64];
-	int n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":503,\"message\":\"%s\"}\n",
-	                 sl_reject_name(why), messages[why]);
+	char body[320], headers[64];
+	int n;
 	uint32_t retry_after =
 	    why == SL_REJECT_CIRCUIT_OPEN ? sl_breaker_retry_after(&c->w->server->breaker, sl_client_now(c)) : 1;
+	if (predicted_ms) {
+		/* refused at once by the adaptive queue: come back when the queue
+		 * ahead of it should have gone (seconds, rounded up) */
+		n = snprintf(body, sizeof body,
+		             "{\"error\":\"%s\",\"status\":503,\"message\":\"%s\",\"predicted\":true,"
+		             "\"predicted_wait_ms\":%llu}\n",
+		             sl_reject_name(why),
+		             "the request would wait longer for the upstream than its deadline allows; retry later",
+		             (unsigned long long)predicted_ms);
+		retry_after = (uint32_t)((predicted_ms + 999) / 1000);
+	} else {
+		n = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":503,\"message\":\"%s\"}\n",
+		             sl_reject_name(why), messages[why]);
+	}
 	if (!small)
 		q->r.keep_alive = false;
 	snprintf(headers, sizeof headers, "Retry-After: %u\r\n%s", retry_after,
@@ -393,6 +415,21 @@ static void do_reject(sl_client_t *c, sl_reject_t why)
 	sl_client_write_out(c);
 	q->r.response_started = true;
 	sl_forward_end(c, SL_OUTCOME_REJECTED, why, SL_END_ANSWERED);
+}
+
+static void do_reject(sl_client_t *c, sl_reject_t why)
+{
+	do_reject_predicted(c, why, 0);
+}
+
+/* Why a waiter that was not granted is answered 503 (admit.h's results). */
+static sl_reject_t reject_reason(const sl_admit_waiter_t *w, sl_admit_result_t result)
+{
+	switch (result) {
+	case SL_ADMIT_EXPIRED: return SL_REJECT_QUEUE_TIMEOUT; /* a standing queue dropped it */
+	case SL_ADMIT_DISPLACED: return SL_REJECT_QUEUE_FULL;  /* a lighter key took its place */
+	default: return (sl_reject_t)w->reason;                /* the breaker opened, or the cluster closed */
+	}
 }
 
 /* ---- sending the request -------------------------------------------------------- */
@@ -535,13 +572,14 @@ static void do_start_attempt(sl_client_t *c)
 static void do_admitted(sl_client_t *c, sl_admit_result_t result)
 {
 	sl_request_t *q = c->req;
-	q->r.queue_ns = uv_hrtime() - q->waiter.queued_at;
+	q->r.queue_ns = uv_hrtime() - q->waiter.e.queued_at;
 	sl_metrics_queue_wait(&c->w->metrics, q->r.queue_ns / 1000, sl_client_now(c));
 	if (result != SL_ADMIT_GRANTED) {
-		do_reject(c, (sl_reject_t)q->waiter.reason); /* the breaker opened, or the cluster closed */
+		do_reject(c, reject_reason(&q->waiter, result));
 		return;
 	}
 	q->r.has_slot = true;
+	q->r.slot_ns = q->r.connect ? 0 : uv_hrtime(); /* a tunnel's hold says nothing of the upstream's pace */
 	if (q->r.deadline && sl_ms_left(sl_client_now(c), q->r.deadline, 0) == 0) {
 		do_reject(c, SL_REJECT_QUEUE_TIMEOUT); /* the slot came too late: never sent */
 		return;
@@ -555,7 +593,7 @@ static void do_tunnel_admitted(sl_client_t *c, sl_admit_result_t result)
 	sl_request_t *q = c->req;
 	q->r.tunnel_queued = false;
 	if (result != SL_ADMIT_GRANTED) {
-		sl_forward_end(c, SL_OUTCOME_REJECTED, (sl_reject_t)q->waiter.reason, SL_END_CUT);
+		sl_forward_end(c, SL_OUTCOME_REJECTED, reject_reason(&q->waiter, result), SL_END_CUT);
 		return;
 	}
 	q->r.has_slot = true;
@@ -579,6 +617,39 @@ static void on_admitted(sl_admit_waiter_t *waiter, sl_admit_result_t result)
 }
 
 /* ---- the request's events ---------------------------------------------------------- */
+
+/* The request's fair-queueing key (--fair-queue-key) into its waiter:
+ * the client's address, a header's value (a missing header is the empty
+ * value, one key of its own), or 0, the one key of an unfair queue. */
+static void do_queue_key(sl_client_t *c)
+{
+	sl_request_t *q = c->req;
+	const sl_config_t *cfg = cfg_of(c);
+	switch (cfg->fair_key_kind) {
+	case SL_FAIR_IP: q->waiter.e.key = sl_admit_key(admit_of(c), q->ip, strlen(q->ip)); break;
+	case SL_FAIR_HEADER: {
+		const sl_http_header_t *h = sl_http_msg_find(&q->parser.msg, cfg->fair_key_header);
+		q->waiter.e.key = h ? sl_admit_key(admit_of(c), sl_http_msg_str(&q->parser.msg, h->value), h->value_len)
+		                    : sl_admit_key(admit_of(c), "", 0);
+		break;
+	}
+	default: q->waiter.e.key = 0; break;
+	}
+}
+
+/* The longest wait worth having, in ms, for the adaptive queue's
+ * prediction: queue_timeout, or what is left of request_timeout. */
+static uint64_t queue_budget_ms(const sl_client_t *c)
+{
+	const sl_request_t *q = c->req;
+	uint64_t budget = sl_config_ms(cfg_of(c)->queue_timeout);
+	if (q->r.deadline) {
+		uint64_t left = sl_ms_left(sl_client_now(c), q->r.deadline, 0);
+		if (left < budget)
+			budget = left ? left : 1;
+	}
+	return budget;
+}
 
 static bool is_admin_path(const sl_client_t *c)
 {
@@ -635,15 +706,22 @@ void sl_forward_head(sl_client_t *c)
 		do_reject(c, SL_REJECT_CIRCUIT_OPEN);
 		return;
 	}
+	do_queue_key(c);
+	q->waiter.e.budget_ns = queue_budget_ms(c) * 1000000;
 	switch (sl_admit_acquire(admit_of(c), &q->waiter, &c->w->admit_inbox, on_admitted)) {
 	case SL_ADMIT_GRANTED:
 		q->r.has_slot = true;
+		q->r.slot_ns = q->r.connect ? 0 : uv_hrtime();
 		do_start_attempt(c);
 		break;
 	case SL_ADMIT_QUEUED:
 		sl_adaptive_reached(&c->w->server->adaptive);
 		sl_client_set_state(c, CL_QUEUED);
 		sl_client_rearm(c);
+		break;
+	case SL_ADMIT_HOPELESS:
+		sl_adaptive_reached(&c->w->server->adaptive); /* the limit was reached: a queue stood */
+		do_reject_predicted(c, SL_REJECT_QUEUE_TIMEOUT, (q->waiter.e.predicted_ns + 999999) / 1000000);
 		break;
 	default:
 		sl_adaptive_reached(&c->w->server->adaptive);
@@ -1093,6 +1171,7 @@ static bool do_tunnel_acquire(sl_client_t *c)
 	sl_request_t *q = c->req;
 	if (q->r.has_slot || q->r.tunnel_queued)
 		return true;
+	q->waiter.e.budget_ns = 0; /* a tunnel's bytes are not predicted: they wait up to queue_timeout */
 	switch (sl_admit_acquire(admit_of(c), &q->waiter, &c->w->admit_inbox, on_admitted)) {
 	case SL_ADMIT_GRANTED:
 		q->r.has_slot = true;
@@ -1102,7 +1181,9 @@ static bool do_tunnel_acquire(sl_client_t *c)
 		q->r.tunnel_queued = true;
 		sl_client_rearm(c);
 		return true;
-	default: sl_forward_end(c, SL_OUTCOME_REJECTED, SL_REJECT_QUEUE_FULL, SL_END_CUT); return false;
+	default: /* FULL (HOPELESS needs a budget) */
+		sl_forward_end(c, SL_OUTCOME_REJECTED, SL_REJECT_QUEUE_FULL, SL_END_CUT);
+		return false;
 	}
 }
 
@@ -1170,7 +1251,7 @@ static uint64_t queue_time_left(const sl_client_t *c)
 {
 	const sl_request_t *q = c->req;
 	uint64_t left =
-	    sl_ms_left(uv_hrtime() / 1000000, q->waiter.queued_at / 1000000, sl_config_ms(cfg_of(c)->queue_timeout));
+	    sl_ms_left(uv_hrtime() / 1000000, q->waiter.e.queued_at / 1000000, sl_config_ms(cfg_of(c)->queue_timeout));
 	if (q->r.deadline) {
 		uint64_t until = sl_ms_left(sl_client_now(c), q->r.deadline, 0);
 		if (until < left)
@@ -1193,7 +1274,7 @@ void sl_forward_queued_timer(sl_client_t *c)
 		sl_client_arm(c, left);
 		return;
 	}
-	uint64_t waited = (now_ns - q->waiter.queued_at) / 1000000;
+	uint64_t waited = (now_ns - q->waiter.e.queued_at) / 1000000;
 	sl_admit_result_t r = sl_admit_cancel(admit_of(c), &q->waiter);
 	if (r == SL_ADMIT_QUEUED) {
 		q->r.queue_ns = waited * 1000000;
@@ -1256,8 +1337,8 @@ void sl_forward_tunnel_timer(sl_client_t *c)
 		return;
 	}
 	if (q->r.tunnel_queued) {
-		uint64_t left =
-		    sl_ms_left(uv_hrtime() / 1000000, q->waiter.queued_at / 1000000, sl_config_ms(cfg->queue_timeout));
+		uint64_t left = sl_ms_left(uv_hrtime() / 1000000, q->waiter.e.queued_at / 1000000,
+		                           sl_config_ms(cfg->queue_timeout));
 		if (left == 0) { /* the tunnel's bytes waited too long for a slot */
 			sl_forward_end(c, SL_OUTCOME_REJECTED, SL_REJECT_QUEUE_TIMEOUT, SL_END_CUT);
 			return;

@@ -177,6 +177,7 @@ static void do_reload(sl_main_t *m)
 	} else {
 		sl_admit_set_limits(&s->admit, (uint32_t)next->max_concurrent_requests, (uint32_t)next->max_queue_size);
 	}
+	sl_admit_set_queue_policy(&s->admit, (sl_queue_policy_t)next->queue_policy, (uint32_t)next->max_queue_per_key);
 	m->retired = sl_realloc(m->retired, (size_t)(m->nretired + 1) * sizeof *m->retired);
 	m->retired[m->nretired++] = (struct retired){cur, gen};
 	for (int i = 0; i < s->nworkers; i++)
@@ -269,6 +270,8 @@ int main(int argc, char **argv)
 		m.server.start_wall_s = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 	m.server.worker_exited = &m.worker_exited;
 	sl_admit_init(&m.server.admit, (uint32_t)cfg.max_concurrent_requests, (uint32_t)cfg.max_queue_size);
+	sl_admit_set_queue_policy(&m.server.admit, (sl_queue_policy_t)cfg.queue_policy,
+	                          (uint32_t)cfg.max_queue_per_key);
 	sl_breaker_init(&m.server.breaker, (uint32_t)cfg.circuit_breaker_threshold, cfg.circuit_breaker_timeout);
 	sl_budget_init(&m.server.budget);
 	sl_adaptive_init(&m.server.adaptive, &m.server.admit, &cfg);

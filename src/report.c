@@ -232,6 +232,14 @@ json_t *sl_report_json(const sl_snapshot_t *snap)
 	json_object_set_new(root, "version", json_string(SL_VERSION));
 	if (snap->has_cluster)
 		json_object_set_new(root, "cluster", cluster_json(snap));
+	/* the queue policy's own figures (issue 15: queue.h) */
+	const sl_queue_stats_t *qs = &snap->admit.q;
+	double hold_ms = qs->samples >= SL_QUEUE_MIN_SAMPLES ? round3((double)qs->hold_ns / 1e6) : 0;
+	json_object_set_new(root, "queue",
+	                    json_pack("{s:I, s:f, s:I, s:I, s:I, s:I}", "keys", (json_int_t)qs->keys, "hold_ms",
+	                              hold_ms, "hold_samples", (json_int_t)qs->samples, "predicted_rejections",
+	                              (json_int_t)qs->predicted, "standing_drops", (json_int_t)qs->standing_drops,
+	                              "displaced", (json_int_t)qs->displaced));
 	json_object_set_new(root, "responses", responses);
 	json_object_set_new(root, "upstream_failures", failures);
 	json_object_set_new(json_object_get(root, "connections"), "limit_reached",
@@ -373,6 +381,20 @@ void sl_report_prometheus(const sl_snapshot_t *snap, sl_buf_t *out)
 	          (double)snap->admit.peak_active);
 	do_metric(out, "sluice_peak_queued_requests", "gauge", "Longest queue since start.",
 	          (double)snap->admit.peak_queued);
+	do_metric(out, "sluice_queue_predicted_rejections_total", "counter",
+	          "Requests answered 503 queue_timeout at once: their predicted wait exceeded their deadline.",
+	          (double)snap->admit.q.predicted);
+	do_metric(out, "sluice_queue_standing_drops_total", "counter",
+	          "Queued requests answered 503 queue_timeout under a standing queue (waited past the target).",
+	          (double)snap->admit.q.standing_drops);
+	do_metric(out, "sluice_queue_displaced_total", "counter",
+	          "Queued requests answered 503 queue_full to make room for a key with fewer queued.",
+	          (double)snap->admit.q.displaced);
+	do_metric(out, "sluice_queue_keys", "gauge", "Fair-queueing keys with queued requests.",
+	          (double)snap->admit.q.keys);
+	do_metric(out, "sluice_queue_hold_seconds", "gauge",
+	          "The measured slot hold time the adaptive queue predicts from (0 until 8 holds were seen).",
+	          snap->admit.q.samples >= SL_QUEUE_MIN_SAMPLES ? (double)snap->admit.q.hold_ns / 1e9 : 0);
 	do_metric(out, "sluice_draining_requests", "gauge",
 	          "Requests whose client left, holding their slot until the upstream's answer ends.",
 	          (double)m->draining);

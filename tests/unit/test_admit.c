@@ -254,6 +254,64 @@ static void test_fence_admits_nothing_past_it(void **state)
 	assert_int_equal(stats(f).active, 2);
 }
 
+/* Fair queueing through admit: a full queue gives the fattest key's newest
+ * place to a lighter key's newcomer, whose worker is told DISPLACED (a
+ * cancel racing it gets DISPLACED too); the adaptive policy refuses a
+ * hopeless newcomer at once, and never before 8 holds were measured. */
+static void test_queue_policy_through_admit(void **state)
+{
+	fixture_t *f = *state;
+	waiter_t w[8];
+	sl_admit_set_queue_policy(&f->admit, SL_QUEUE_FIFO, 0);
+	assert_int_equal(acquire(f, &w[0], 0), SL_ADMIT_GRANTED);
+	assert_int_equal(acquire(f, &w[1], 1), SL_ADMIT_GRANTED);
+	for (int i = 2; i < 5; i++) { /* key 0: three queued, the queue (3) full */
+		assert_int_equal(acquire(f, &w[i], i), SL_ADMIT_QUEUED);
+	}
+	memset(&w[5], 0, sizeof w[5]);
+	w[5].id = 5;
+	w[5].w.e.key = sl_admit_key(&f->admit, "b", 1);
+	assert_int_equal(sl_admit_acquire(&f->admit, &w[5].w, &f->inbox, on_result), SL_ADMIT_QUEUED);
+	assert_int_equal(sl_admit_cancel(&f->admit, &w[4].w), SL_ADMIT_DISPLACED); /* on its way: cancel says so */
+	memset(&w[6], 0, sizeof w[6]);
+	w[6].w.e.key = sl_admit_key(&f->admit, "c", 1);
+	assert_int_equal(sl_admit_acquire(&f->admit, &w[6].w, &f->inbox, on_result), SL_ADMIT_QUEUED);
+	uv_run(&f->loop, UV_RUN_NOWAIT);
+	assert_int_equal(w[3].calls, 1);
+	assert_int_equal(w[3].result, SL_ADMIT_DISPLACED);
+	assert_int_equal(w[4].calls, 0);
+	sl_admit_stats_t s = stats(f);
+	assert_int_equal(s.queued, 3);
+	assert_int_equal(s.q.keys, 3);
+	assert_int_equal(s.q.displaced, 2);
+	/* round robin: key 0's oldest, then b, then c */
+	sl_admit_release(&f->admit);
+	sl_admit_release(&f->admit);
+	uv_run(&f->loop, UV_RUN_NOWAIT);
+	assert_int_equal(w[2].result, SL_ADMIT_GRANTED);
+	assert_int_equal(w[5].result, SL_ADMIT_GRANTED);
+	assert_int_equal(w[6].calls, 0);
+
+	/* adaptive: 7 holds of 1 s are not enough to predict; the 8th is */
+	sl_admit_set_queue_policy(&f->admit, SL_QUEUE_ADAPTIVE, 0);
+	for (int i = 0; i < 7; i++)
+		sl_admit_note_hold(&f->admit, 1000000000);
+	memset(&w[7], 0, sizeof w[7]);
+	w[7].w.e.budget_ns = 100000000; /* 100 ms; 2 places x 1 s / 2 slots = 1 s predicted */
+	assert_int_equal(sl_admit_acquire(&f->admit, &w[7].w, &f->inbox, on_result), SL_ADMIT_QUEUED);
+	assert_int_equal(sl_admit_cancel(&f->admit, &w[7].w), SL_ADMIT_QUEUED);
+	sl_admit_note_hold(&f->admit, 1000000000);
+	assert_int_equal(sl_admit_acquire(&f->admit, &w[7].w, &f->inbox, on_result), SL_ADMIT_HOPELESS);
+	assert_int_equal(w[7].w.e.predicted_ns, 1000000000);
+	assert_int_equal(stats(f).q.predicted, 1);
+	sl_admit_release(&f->admit);
+	sl_admit_release(&f->admit);
+	uv_run(&f->loop, UV_RUN_NOWAIT);
+	assert_int_equal(w[6].result, SL_ADMIT_GRANTED);
+	sl_admit_release(&f->admit);
+	assert_int_equal(stats(f).active, 0);
+}
+
 /* Several threads, each with its own loop, hammering one admit: the limit
  * is never exceeded and every slot comes back. */
 #define STRESS_THREADS 4
@@ -376,6 +434,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reject_all, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fence_admits_nothing_past_it, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_raising_limit_admits_queued_at_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_queue_policy_through_admit, setup, teardown),
 	    cmocka_unit_test(test_threads_never_exceed_limit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

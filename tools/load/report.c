@@ -199,6 +199,11 @@ int sl_load_report_json(FILE *out, const sl_load_summary_t *s)
 	json_object_set_new(o, "max_response_time", do_json_ms(do_ms(h->max)));
 	for (size_t i = 0; i < NPERCENTILES; i++)
 		json_object_set_new(o, percentile_keys[i], do_json_ms(do_ms(sl_hist_percentile(h, percentiles[i]))));
+	/* the successes alone: the latency of what was served, which the fast
+	 * refusals of an overloaded proxy would otherwise hide */
+	const sl_hist_t *ok = &st->success_latency_us;
+	json_object_set_new(o, "success_p50", do_json_ms(do_ms(sl_hist_percentile(ok, 50))));
+	json_object_set_new(o, "success_p99", do_json_ms(do_ms(sl_hist_percentile(ok, 99))));
 	for (unsigned code = 0; code < SL_LOAD_STATUS_MAX; code++) {
 		if (!st->status[code])
 			continue;

@@ -9,6 +9,7 @@ void sl_load_stats_init(sl_load_stats_t *s)
 {
 	memset(s, 0, sizeof(*s));
 	sl_hist_init(&s->latency_us);
+	sl_hist_init(&s->success_latency_us);
 	atomic_init(&s->pub_done, 0);
 	atomic_init(&s->pub_errors, 0);
 	atomic_init(&s->pub_late, 0);
@@ -31,6 +32,7 @@ void sl_load_stats_merge(sl_load_stats_t *dst, const sl_load_stats_t *src)
 {
 	do_merge_spread(dst, src);
 	sl_hist_merge(&dst->latency_us, &src->latency_us);
+	sl_hist_merge(&dst->success_latency_us, &src->success_latency_us);
 	dst->success += src->success;
 	dst->failed += src->failed;
 	dst->bytes += src->bytes;

@@ -31,6 +31,7 @@ typedef enum {
 
 typedef struct sl_load_stats {
 	sl_hist_t latency_us;
+	sl_hist_t success_latency_us; /* the successes' alone (2xx/3xx): what was served, not the fast refusals */
 	/* the latencies' running mean and sum of squared deviations from it
 	 * (Welford), for an exact standard deviation: the histogram's buckets
 	 * would blur a spread much narrower than the latency itself, and a
@@ -84,9 +85,10 @@ static inline void sl_load_stats_response(sl_load_stats_t *s, unsigned status, u
 	s->latency_mean_us += d / (double)s->latency_us.total;
 	s->latency_m2 += d * (x - s->latency_mean_us);
 	s->status[status < SL_LOAD_STATUS_MAX ? status : 0]++;
-	if (status >= 200 && status < 400)
+	if (status >= 200 && status < 400) {
 		s->success++;
-	else
+		sl_hist_record(&s->success_latency_us, latency_us);
+	} else
 		s->failed++;
 	sl_load_stats_publish(s);
 }
