@@ -23,7 +23,7 @@
  *         rather than after the wait. The position is its place in line,
  *         or less under round robin: (its key's entries + 1) x keys;
  *       standing queue (the CoDel rule of Facebook's "Fail at Scale",
- *         queue.acm.org/detail.cfm?id=2839461): once the queue has not
+ *         ACM Queue, 2015): once the queue has not
  *         been empty for an interval, an entry that has waited longer
  *         than a short target is dropped when its turn comes instead of
  *         served. Target and interval are in units of the hold time, not
