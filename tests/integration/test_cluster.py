@@ -590,7 +590,9 @@ def test_paused_replica_fences_itself(start_upstream, start_sluice, redis, clien
         try:
             assert wait_until(others_have_all, ttl + 5, step=0.02), [cluster(sl) for sl in others]
             time.sleep(max(0.0, ttl + 0.5 - (time.monotonic() - t0)))
-            assert upstream_stats(up)["inflight"] >= N - 1
+            # the two others really work the upstream (waited for: a snapshot
+            # can fall between an answer and the slot's next request)
+            assert wait_until(lambda: upstream_stats(up)["inflight"] >= N - 1, 2.0, step=0.01), upstream_stats(up)
         finally:
             sleeper.signal(signal.SIGCONT)
         seen = Counter()
