@@ -312,7 +312,12 @@ sl_queue_verdict_t sl_queue_push(sl_queue_t *q, sl_queue_entry_t *e, uint64_t no
 	if (q->queued >= q->p.max_queue) {
 		sl_queue_flow_t *fat = q->nflows ? q->heap[0] : NULL;
 		do_note_loss(q, now); /* one goes, either way */
-		if (!fat || fat->n <= mine)
+		/* Displace only when the newcomer's key, once joined, still has
+		 * fewer than the fattest: with a tie after joining (every key
+		 * holding one, as when a client invents a key per request) a swap
+		 * would only trade places, and the queue would churn at the
+		 * flood's arrival rate, evicting a light client as readily as any. */
+		if (!fat || fat->n <= mine + 1)
 			return SL_QUEUE_FULL; /* this key is (one of) the fattest: the newcomer is the one refused */
 		sl_queue_entry_t *victim = sl_list_entry(fat->entries.prev, sl_queue_entry_t, link);
 		do_unlink(q, victim);

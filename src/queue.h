@@ -12,9 +12,11 @@
  *     so deficit round robin with a quantum of one is plain round robin.
  *     With one key this is exactly the FIFO queue of HAProxy's queue.c.
  *   - Room: at most max_queue entries, at most max_per_key of one key.
- *     When the queue is full, a newcomer whose key has fewer entries than
- *     the fattest key takes the place of that key's newest entry (fq_codel
- *     drops from the fattest flow), so a flood cannot push the others out.
+ *     When the queue is full, a newcomer whose key, once joined, would
+ *     still have fewer entries than the fattest key takes the place of that
+ *     key's newest entry (fq_codel drops from the fattest flow), so a flood
+ *     cannot push the others out; at a tie the newcomer is refused, so
+ *     keys invented per request cannot make the queue churn.
  *   - The adaptive policy (SL_QUEUE_ADAPTIVE), two rules on the measured
  *     slot hold time H, an EWMA of the holds the owner reports:
  *       prediction: a newcomer whose predicted wait, its position times

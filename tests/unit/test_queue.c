@@ -114,21 +114,55 @@ static void test_full_queue_displaces_the_fattest_newest(void **state)
 	assert_null(victim->e.flow);     /* out of the queue */
 	assert_int_equal(push(q, &it[6], 6, c, 7, &victim), SL_QUEUE_ADDED);
 	assert_int_equal(victim->id, 2);
-	/* a 2, b 1, c 1: b's second is as fat as... fewer than a's 2: a gives way again */
-	assert_int_equal(push(q, &it[7], 7, b, 8, &victim), SL_QUEUE_ADDED);
+	/* a 2, b 1, c 1: b's second would make b as fat as a: a swap would only
+	 * trade places, so the newcomer is refused */
+	assert_int_equal(push(q, &it[7], 7, b, 8, &victim), SL_QUEUE_FULL);
+	assert_null(victim);
+	/* a new key d (0) is lighter than a (2) even after joining: a gives way */
+	uint64_t d = sl_queue_key(q, "d", 1);
+	assert_int_equal(push(q, &it[8], 8, d, 9, &victim), SL_QUEUE_ADDED);
 	assert_int_equal(victim->id, 1);
-	/* a 1, b 2, c 1: now b is the fattest; b again is refused, a takes b's newest */
-	assert_int_equal(push(q, &it[8], 8, b, 9, &victim), SL_QUEUE_FULL);
-	assert_int_equal(push(q, &it[9], 9, a, 10, &victim), SL_QUEUE_ADDED);
-	assert_int_equal(victim->id, 7);
+	/* one each: nobody is fatter than a newcomer would be, so no churn */
+	assert_int_equal(push(q, &it[9], 9, a, 10, &victim), SL_QUEUE_FULL);
 	sl_queue_stats_t st;
 	sl_queue_get_stats(q, &st);
-	assert_int_equal(st.displaced, 4);
+	assert_int_equal(st.displaced, 3);
 	assert_int_equal(st.queued, 4);
-	/* round robin in order of first arrival: a, b, c, then a's second */
-	int want[] = {0, 5, 6, 9};
+	/* round robin in order of first arrival: a, b, c, d */
+	int want[] = {0, 5, 6, 8};
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(pop_id(q, 20), want[i]);
+	free_queue(q);
+}
+
+/* A client that invents a key per request (header:NAME is the client's to
+ * set) gets one place per key like everyone: once every key holds one,
+ * newcomers are refused instead of evicting each other (or a light
+ * client's request) at the flood's arrival rate. */
+static void test_a_key_per_request_does_not_churn(void **state)
+{
+	sl_queue_t *q = new_queue(SL_QUEUE_FIFO, 4, 0);
+	item_t it[40], *victim;
+	uint64_t light = sl_queue_key(q, "light", 5);
+	char name[16];
+	for (int i = 0; i < 3; i++) {
+		snprintf(name, sizeof name, "f%d", i);
+		assert_int_equal(push(q, &it[i], i, sl_queue_key(q, name, strlen(name)), (uint64_t)i, NULL),
+		                 SL_QUEUE_ADDED);
+	}
+	assert_int_equal(push(q, &it[3], 3, light, 3, NULL), SL_QUEUE_ADDED);
+	for (int i = 4; i < 40; i++) {
+		snprintf(name, sizeof name, "f%d", i);
+		assert_int_equal(push(q, &it[i], i, sl_queue_key(q, name, strlen(name)), (uint64_t)i, &victim),
+		                 SL_QUEUE_FULL);
+		assert_null(victim);
+	}
+	sl_queue_stats_t st;
+	sl_queue_get_stats(q, &st);
+	assert_int_equal(st.displaced, 0);
+	int want[] = {0, 1, 2, 3}; /* the light client's request kept its place */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pop_id(q, 50), want[i]);
 	free_queue(q);
 }
 
@@ -644,6 +678,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_round_robin_across_keys),
 	    cmocka_unit_test(test_full_queue_displaces_the_fattest_newest),
+	    cmocka_unit_test(test_a_key_per_request_does_not_churn),
 	    cmocka_unit_test(test_max_per_key),
 	    cmocka_unit_test(test_many_keys),
 	    cmocka_unit_test(test_prediction),
