@@ -1062,6 +1062,13 @@ static void print_effective(const sl_config_t *cfg)
 
 /* ---- public interface ---- */
 
+static sl_config_files_check_fn files_check;
+
+void sl_config_set_files_check(sl_config_files_check_fn fn)
+{
+	files_check = fn;
+}
+
 sl_config_result_t sl_config_load(sl_config_t *cfg, int argc, char **argv, char *err, size_t errlen)
 {
 	cli_scan_t scan;
@@ -1081,6 +1088,10 @@ sl_config_result_t sl_config_load(sl_config_t *cfg, int argc, char **argv, char 
 		return SL_CONFIG_ERROR;
 	if (!cfg->check_config)
 		return SL_CONFIG_RUN;
+	if (files_check && files_check(cfg, err, errlen) < 0) {
+		sl_config_dispose(cfg);
+		return SL_CONFIG_ERROR;
+	}
 	print_effective(cfg);
 	sl_config_dispose(cfg);
 	if (errlen > 0)

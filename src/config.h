@@ -110,6 +110,14 @@ typedef enum {
  * (disposing anyway is harmless: dispose is idempotent). */
 sl_config_result_t sl_config_load(sl_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
 
+/* What --check-config reads beyond flags and the config file: the files the
+ * settings name (TLS certificate, key, CA), read as the start would read
+ * them. The program that links the module reading them sets it before
+ * sl_config_load (config.c stays free of OpenSSL); it returns 0, or -1 with
+ * one sentence in err, and --check-config then exits 2. NULL: nothing more. */
+typedef int (*sl_config_files_check_fn)(const sl_config_t *cfg, char *err, size_t errlen);
+void sl_config_set_files_check(sl_config_files_check_fn fn);
+
 /* Re-reads cfg->config_file for SIGHUP into *out (not cfg: the workers may
  * still read it), keeping the command-line values (they still override the
  * file). Returns 0, or -1 with err set and *out untouched. The caller

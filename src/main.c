@@ -245,10 +245,30 @@ static void on_worker_exited(uv_async_t *a)
 		do_close_main_handles(m);
 }
 
+/* --check-config reads the TLS files as the start does (sl_config_set_files_check). */
+static int check_tls_files(const sl_config_t *cfg, char *err, size_t errlen)
+{
+	if (cfg->target_tls) {
+		SSL_CTX *ctx =
+		    sl_tls_client_ctx(cfg->target_tls_ca, cfg->target_tls_insecure, "--target-tls-ca", err, errlen);
+		if (ctx == NULL)
+			return -1;
+		SSL_CTX_free(ctx);
+	}
+	if (cfg->tls_cert) {
+		sl_tls_listener_t l;
+		if (sl_tls_listener_init(&l, cfg->tls_cert, cfg->tls_key, err, errlen) != 0)
+			return -1;
+		sl_tls_listener_dispose(&l);
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static sl_config_t cfg;
 	char err[512];
+	sl_config_set_files_check(check_tls_files);
 	switch (sl_config_load(&cfg, argc, argv, err, sizeof err)) {
 	case SL_CONFIG_EXIT: return 0;
 	case SL_CONFIG_ERROR: fprintf(stderr, "sluice: %s\n", err); return 2;

@@ -172,6 +172,16 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, c
 	return SSL_TLSEXT_ERR_OK;
 }
 
+/* OpenSSL's pem_password_cb: no pass phrase (0 bytes), noted in *u. */
+static int on_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	*(bool *)u = true;
+	return 0;
+}
+
 static SSL_CTX *do_server_ctx(const char *cert_file, const char *key_file, char *err, size_t errlen)
 {
 	pthread_once(&out_once, do_make_method);
@@ -200,13 +210,23 @@ static SSL_CTX *do_server_ctx(const char *cert_file, const char *key_file, char 
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_AUTO_CLEAR |
 	                                        SSL_SESS_CACHE_NO_INTERNAL_STORE);
 	SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
+	/* An encrypted key would make OpenSSL ask for a pass phrase on the
+	 * terminal (a hang at start, a stuck SIGHUP): refuse it instead. */
+	bool asked = false;
+	SSL_CTX_set_default_passwd_cb(ctx, on_passphrase);
+	SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);
 	char why[160];
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
 		do_error_text(why, sizeof why, "no certificate");
 		sl_errorf(-1, err, errlen, "--tls-cert %s holds no usable PEM certificate (%s)", cert_file, why);
 	} else if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
 		do_error_text(why, sizeof why, "no key");
-		if (strstr(why, "mismatch"))
+		if (asked)
+			sl_errorf(-1, err, errlen,
+			          "--tls-key %s is encrypted; give sluice an unencrypted key (openssl pkey -in %s -out "
+			          "NEW.key)",
+			          key_file, key_file);
+		else if (strstr(why, "mismatch"))
 			sl_errorf(-1, err, errlen, "--tls-key %s does not match the certificate in --tls-cert %s",
 			          key_file, cert_file);
 		else

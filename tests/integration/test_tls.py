@@ -431,3 +431,32 @@ def test_configuration_errors(pki, tmp_path):
     assert out.returncode == 0, out.stderr
     cfg = json.loads(out.stdout)
     assert cfg["target_tls"] is True and cfg["target_port"] == 443 and cfg["tls_cert"] == pki["crt"]
+
+
+def test_check_config_reads_the_tls_files_as_the_start_does(pki, tmp_path):
+    """--check-config is the gate before a reload: a file that would stop the
+    start (missing, a key that does not match, a CA that is no CA) fails it
+    with the same one sentence and exit 2, and stdout stays empty."""
+    missing = str(tmp_path / "nope.pem")
+    _, _ = make_leaf(str(tmp_path), pki["ca_key"], pki["ca"], prefix="x")
+    cases = [(["--tls-cert", missing, "--tls-key", pki["key"]], missing),
+             (["--tls-cert", pki["crt"], "--tls-key", str(tmp_path / "x.key")], "does not match"),
+             (["--target-tls", "--target-tls-ca", pki["key"]], pki["key"])]
+    for args, words in cases:
+        r = run_sluice("--check-config", *args)
+        assert r.returncode == 2 and words.encode() in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == b"", (args, r)
+
+
+def test_encrypted_key_is_refused_not_prompted_for(pki, tmp_path):
+    """An encrypted --tls-key would make OpenSSL ask for a pass phrase on the
+    terminal (a hang at start, a stuck SIGHUP): it is refused with the fix,
+    even with a terminal (script(1) gives sluice one)."""
+    enc = str(tmp_path / "enc.key")
+    subprocess.run(["openssl", "pkey", "-in", pki["key"], "-aes256", "-passout", "pass:secret", "-out", enc],
+                   check=True, capture_output=True)
+    cmd = " ".join([os.path.join(BUILD, "sluice"), "--target-host", "127.0.0.1", "--check-config", "--tls-cert",
+                    pki["crt"], "--tls-key", enc])
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2, r
+    assert b"is encrypted" in r.stdout + r.stderr and b"pass phrase" not in r.stdout + r.stderr, r
