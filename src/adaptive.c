@@ -40,7 +40,14 @@ void sl_adaptive_dispose(sl_adaptive_t *ad)
 void sl_adaptive_configure(sl_adaptive_t *ad, const sl_config_t *cfg)
 {
 	pthread_mutex_lock(&ad->lock);
-	sl_limit_set_range(&ad->ctl, (uint32_t)cfg->min_concurrent_requests, (uint32_t)cfg->max_concurrent_requests);
+	if (cfg->adaptive_limit && !atomic_load_explicit(&ad->on, memory_order_relaxed))
+		/* turned on (again): what it learnt before it was off is stale;
+		 * start over at the ceiling, as at start */
+		sl_limit_init(&ad->ctl, (uint32_t)cfg->min_concurrent_requests, (uint32_t)cfg->max_concurrent_requests,
+		              uv_hrtime() / 1000);
+	else
+		sl_limit_set_range(&ad->ctl, (uint32_t)cfg->min_concurrent_requests,
+		                   (uint32_t)cfg->max_concurrent_requests);
 	atomic_store_explicit(&ad->on, cfg->adaptive_limit, memory_order_relaxed);
 	if (cfg->adaptive_limit) {
 		do_apply(ad, sl_limit_value(&ad->ctl));

@@ -259,8 +259,11 @@ def test_sighup_turns_the_adaptive_limit_off_and_on(start_upstream, start_sluice
     assert wait_until(lambda: effective() == 10, 5), "off: back to max_concurrent_requests"
     write(min_concurrent_requests=8)
     sl.signal(signal.SIGHUP)
-    assert wait_until(lambda: effective() == 8, 5), "on again, with a floor above what it had learnt"
+    # on again: what it learnt before is stale; it starts over at the ceiling
+    assert wait_until(lambda: effective() == 10, 5), "on again: starts over at max_concurrent_requests"
+    assert one(sl.port, "/slow-again?delay_ms=1000")[0].status == 504
+    assert effective() == 9, "and learns again from there"
     write(min_concurrent_requests=12)  # above the ceiling: refused, the settings in force stay
     sl.signal(signal.SIGHUP)
     time.sleep(0.3)
-    assert effective() == 8
+    assert effective() == 9
