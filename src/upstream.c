@@ -85,6 +85,7 @@ struct sl_upconn {
 };
 
 static void do_fail(sl_upconn_t *up, sl_up_error_t kind, int uv_err);
+static void do_tls_failed(sl_upconn_t *up, const char *why, sl_up_error_t kind, int uv_err);
 static void do_close(sl_upconn_t *up);
 static void on_written_cb(uv_write_t *req, int status);
 
@@ -198,7 +199,9 @@ static void on_timer(uv_timer_t *t)
 		else
 			do_fail(up, SL_UP_CONNECT_TIMEOUT, UV_ETIMEDOUT);
 		break;
-	case UP_HANDSHAKE: do_fail(up, SL_UP_CONNECT_TIMEOUT, UV_ETIMEDOUT); break;
+	case UP_HANDSHAKE: /* TCP connected: say it was TLS that stalled */
+		do_tls_failed(up, "not finished within connect_timeout", SL_UP_CONNECT_TIMEOUT, UV_ETIMEDOUT);
+		break;
 	case UP_IDLE:
 		if (sl_deadline_passed(&up->timer, up->last_read, sl_config_ms(cfg->pool_idle_timeout), on_timer))
 			do_close(up);
@@ -426,7 +429,7 @@ static int do_tls_flush(sl_upconn_t *up, bool *wrote)
 
 /* The handshake failed or the transport ended during it: a connect failure,
  * with the reason at warn (one line a second). */
-static void do_tls_failed(sl_upconn_t *up, const char *why)
+static void do_tls_failed(sl_upconn_t *up, const char *why, sl_up_error_t kind, int uv_err)
 {
 	uint64_t held_back = 0;
 	if (sl_log_level >= SL_LOG_WARN && sl_log_limit_pass(&tls_log_limit, uv_now(&up->w->loop), &held_back)) {
@@ -436,7 +439,7 @@ static void do_tls_failed(sl_upconn_t *up, const char *why)
 		        up->w->cfg->target_tls_sni ? up->w->cfg->target_tls_sni : up->w->cfg->target_host, why,
 		        held_back ? " (and others since the last such line)" : "");
 	}
-	do_fail(up, SL_UP_CONNECT, UV_EPROTO);
+	do_fail(up, kind, uv_err);
 }
 
 static void do_ready(sl_upconn_t *up);
@@ -489,7 +492,8 @@ static void do_tls_read(sl_upconn_t *up, ssize_t nread, const char *data)
 	if (nread < 0) {
 		if (up->state == UP_HANDSHAKE) {
 			do_tls_failed(up,
-			              nread == UV_EOF ? "the upstream closed the connection" : uv_strerror((int)nread));
+			              nread == UV_EOF ? "the upstream closed the connection" : uv_strerror((int)nread),
+			              SL_UP_CONNECT, UV_EPROTO);
 			return;
 		}
 		if (up->state == UP_IDLE) {
@@ -506,7 +510,7 @@ static void do_tls_read(sl_upconn_t *up, ssize_t nread, const char *data)
 		int r = sl_tls_handshake(up->tls);
 		int err = do_tls_flush(up, NULL);
 		if (r == SL_TLS_FAILED) {
-			do_tls_failed(up, sl_tls_reason(up->tls));
+			do_tls_failed(up, sl_tls_reason(up->tls), SL_UP_CONNECT, UV_EPROTO);
 			return;
 		}
 		if (err != 0) {
@@ -566,7 +570,7 @@ static void do_start(sl_upconn_t *up)
 	int r = sl_tls_handshake(up->tls);              /* the ClientHello */
 	err = do_tls_flush(up, NULL);
 	if (r == SL_TLS_FAILED)
-		do_tls_failed(up, sl_tls_reason(up->tls));
+		do_tls_failed(up, sl_tls_reason(up->tls), SL_UP_CONNECT, UV_EPROTO);
 	else if (err != 0)
 		do_fail(up, SL_UP_CONNECT, err);
 }

@@ -208,6 +208,9 @@ def test_upstream_that_never_handshakes_is_504(start_sluice):
         assert status == 504, body
         assert 0.9 < took < 3, took
         assert metrics(sl.url)["upstream_failures"]["connect_timeout"] == 1
+        # TCP did connect: the log names TLS as what stalled
+        assert wait_until(lambda: b"TLS handshake with upstream" in sl.stderr(), 5), sl.stderr()
+        assert b"not finished within connect_timeout" in sl.stderr(), sl.stderr()
     finally:
         stop.set()
         t.join()
