@@ -147,14 +147,25 @@ SSL_CTX *sl_tls_client_ctx(const char *ca_file, bool insecure, const char *ca_op
 			SSL_CTX_free(ctx);
 			return NULL;
 		}
-	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-		char why[160];
-		do_error_text(why, sizeof why, "no system store");
-		sl_errorf(-1, err, errlen,
-		          "the system's CA store cannot be loaded (%s); install ca-certificates or pass %s", why,
-		          ca_option);
-		SSL_CTX_free(ctx);
-		return NULL;
+	} else {
+		/* The system store as its bundle file (Debian's ca-certificates:
+		 * /etc/ssl/certs/ca-certificates.crt, or $SSL_CERT_FILE), read
+		 * whole now. Not the hashed directory of
+		 * SSL_CTX_set_default_verify_paths: that is searched lazily, with
+		 * opendir and file reads inside a handshake, blocking a worker's
+		 * event loop on the disk whenever an issuer is not in memory. */
+		const char *file = getenv(X509_get_default_cert_file_env());
+		if (file == NULL || *file == '\0')
+			file = X509_get_default_cert_file();
+		if (SSL_CTX_load_verify_locations(ctx, file, NULL) != 1) {
+			char why[160];
+			do_error_text(why, sizeof why, strerror(errno));
+			sl_errorf(-1, err, errlen,
+			          "the system's CA store %s cannot be loaded (%s); install ca-certificates or pass %s",
+			          file, why, ca_option);
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
 	}
 	return ctx;
 }
