@@ -67,6 +67,21 @@ static bool do_write_rest(sl_access_log_t *log)
 	return true;
 }
 
+/* The loop is ending: a last synchronous write of what is pending, then
+ * the buffer goes. Never while a write is in flight: a line longer than
+ * PIPE_BUF written beside another would interleave with it (a FIFO, or a
+ * pipe to a log shipper, takes partial writes). */
+static void do_write_last(sl_access_log_t *log)
+{
+	if (log->fd >= 0 && log->pending.len > 0) {
+		uv_fs_t req;
+		uv_buf_t b = uv_buf_init(log->pending.base, (unsigned)log->pending.len);
+		uv_fs_write(NULL, &req, log->fd, &b, 1, -1, NULL);
+		uv_fs_req_cleanup(&req);
+	}
+	sl_buf_dispose(&log->pending);
+}
+
 static void on_written(uv_fs_t *req)
 {
 	sl_access_log_t *log = req->data;
@@ -90,6 +105,7 @@ static void on_written(uv_fs_t *req)
 		        (unsigned long long)SL_LOAD(log->dropped));
 	}
 	if (log->closing) {
+		do_write_last(log); /* now that nothing else is writing */
 		sl_buf_dispose(&log->writing);
 		return;
 	}
@@ -193,14 +209,8 @@ void sl_access_log_close(sl_access_log_t *log)
 {
 	log->closing = true;
 	uv_close((uv_handle_t *)&log->timer, NULL);
-	if (log->fd >= 0 && log->pending.len > 0) {
-		/* the loop is ending: a last synchronous write is fine here */
-		uv_fs_t req;
-		uv_buf_t b = uv_buf_init(log->pending.base, (unsigned)log->pending.len);
-		uv_fs_write(NULL, &req, log->fd, &b, 1, -1, NULL);
-		uv_fs_req_cleanup(&req);
-	}
-	sl_buf_dispose(&log->pending);
-	if (!log->in_flight)
-		sl_buf_dispose(&log->writing);
+	if (log->in_flight)
+		return; /* on_written writes the rest once that write is done */
+	do_write_last(log);
+	sl_buf_dispose(&log->writing);
 }

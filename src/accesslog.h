@@ -82,8 +82,9 @@ int sl_access_log_reopen(const char *path, int fd, char *err, size_t errlen);
 void sl_access_log_init(sl_access_log_t *log, uv_loop_t *loop, uv_file fd);
 void sl_access_log_write(sl_access_log_t *log, const sl_access_entry_t *e);
 
-/* Writes what is left (synchronously: the loop is ending) and closes the
- * timer. */
+/* Writes what is left (synchronously: the loop is ending; after the write
+ * in flight, if any, has finished, from its callback, so the two never
+ * interleave) and closes the timer. */
 void sl_access_log_close(sl_access_log_t *log);
 
 #endif
