@@ -1029,7 +1029,7 @@ static void do_log_failure(sl_client_t *c, const sl_up_failure_t *f, sl_error_ki
 {
 	sl_request_t *q = c->req;
 	uint64_t held_back = 0;
-	if (sl_log_level < SL_LOG_WARN ||
+	if (!sl_log_enabled(SL_LOG_WARN) ||
 	    !sl_log_limit_pass(&upstream_log_limit[kind - SL_EK_DNS], sl_client_now(c), &held_back))
 		return;
 	char where[SL_ADDR_STRLEN], detail[48] = "", more[64] = "";

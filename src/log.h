@@ -33,11 +33,14 @@ typedef struct sl_log_limit {
  * line counted as held back) otherwise. */
 bool sl_log_limit_pass(sl_log_limit_t *l, uint64_t now_ms, uint64_t *held_back);
 
-/* The level may change on SIGHUP while workers log: read it atomically. */
-#define sl_log(level, ...)                                                                 \
-	do {                                                                               \
-		if ((int)(level) <= (int)__atomic_load_n(&sl_log_level, __ATOMIC_RELAXED)) \
-			sl_log_write((level), __VA_ARGS__);                                \
+/* Whether lines of this level are written. The level may change on SIGHUP
+ * while workers log: it is always read atomically, here. */
+#define sl_log_enabled(level) ((int)(level) <= (int)__atomic_load_n(&sl_log_level, __ATOMIC_RELAXED))
+
+#define sl_log(level, ...)                                  \
+	do {                                                \
+		if (sl_log_enabled(level))                  \
+			sl_log_write((level), __VA_ARGS__); \
 	} while (0)
 #define sl_error(...) sl_log(SL_LOG_ERROR, __VA_ARGS__)
 #define sl_warn(...) sl_log(SL_LOG_WARN, __VA_ARGS__)

@@ -432,7 +432,7 @@ static int do_tls_flush(sl_upconn_t *up, bool *wrote)
 static void do_tls_failed(sl_upconn_t *up, const char *why, sl_up_error_t kind, int uv_err)
 {
 	uint64_t held_back = 0;
-	if (sl_log_level >= SL_LOG_WARN && sl_log_limit_pass(&tls_log_limit, uv_now(&up->w->loop), &held_back)) {
+	if (sl_log_enabled(SL_LOG_WARN) && sl_log_limit_pass(&tls_log_limit, uv_now(&up->w->loop), &held_back)) {
 		char where[SL_ADDR_STRLEN];
 		sl_warn("TLS handshake with upstream %s (%s) failed: %s%s",
 		        up->addr.sa.sa_family ? sl_addr_format(&up->addr.sa, where) : up->w->target_authority,
@@ -613,7 +613,7 @@ static void on_connect(uv_connect_t *req, int status)
 	if (up->replacing)
 		return; /* the socket a connect timeout gave up on (UV_ECANCELED) */
 	if (status != 0) {
-		if (sl_log_level >= SL_LOG_DEBUG) {
+		if (sl_log_enabled(SL_LOG_DEBUG)) {
 			char where[SL_ADDR_STRLEN];
 			sl_debug("upstream connect to %s failed: %s", sl_addr_format(&up->addr.sa, where),
 			         uv_strerror(status));
