@@ -512,14 +512,12 @@ void sl_client_parse(sl_client_t *c)
 
 /* ---- reading -------------------------------------------------------------------- */
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* The free room at the end of the input buffer (taken from the worker's
+ * free list if the connection has none), after moving a parsed-past
+ * prefix away when the buffer is full. Plain reads and decrypted TLS land
+ * there alike. */
+static size_t do_in_room(sl_client_t *c)
 {
-	sl_client_t *c = h->data;
-	if (c->state == CL_LINGER || c->tls) { /* discarded, or ciphertext: fed to the stream at once */
-		buf->base = c->w->read_buf;    /* discarded */
-		buf->len = SL_READ_BUF_SIZE;
-		return;
-	}
 	if (c->in == NULL)
 		c->in = sl_worker_get_buffer(c->w);
 	if (c->in_off > 0 && c->in_len == SL_CLIENT_BUF) {
@@ -527,8 +525,19 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 		c->in_len -= c->in_off;
 		c->in_off = 0;
 	}
+	return SL_CLIENT_BUF - c->in_len;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	sl_client_t *c = h->data;
+	if (c->state == CL_LINGER || c->tls) { /* discarded, or ciphertext: fed to the stream at once */
+		buf->base = c->w->read_buf;
+		buf->len = SL_READ_BUF_SIZE;
+		return;
+	}
+	buf->len = do_in_room(c);
 	buf->base = c->in + c->in_len;
-	buf->len = SL_CLIENT_BUF - c->in_len;
 }
 
 static void do_tls_read(sl_client_t *c, ssize_t nread, const char *data);
@@ -582,14 +591,7 @@ static void do_tls_pump(sl_client_t *c)
 	while (c->state != CL_CLOSED && c->state != CL_LINGER && !c->eof) {
 		if (c->req && c->req->a.up_backlogged)
 			break; /* as a plain connection stops reading */
-		if (c->in == NULL)
-			c->in = sl_worker_get_buffer(c->w);
-		if (c->in_off > 0 && c->in_len == SL_CLIENT_BUF) {
-			memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
-			c->in_len -= c->in_off;
-			c->in_off = 0;
-		}
-		size_t room = SL_CLIENT_BUF - c->in_len;
+		size_t room = do_in_room(c);
 		if (room == 0)
 			break; /* waits in the stream until the parser makes room */
 		ssize_t n = sl_tls_read(c->tls, c->in + c->in_len, room);
