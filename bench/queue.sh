@@ -260,6 +260,36 @@ UP_PORT=$(free_port)
 start upstream "$UP_PORT" "$ROOT/$BUILD/sluice-upstream" --port "$UP_PORT" --workers "$UP_WORKERS"
 UP="http://127.0.0.1:$UP_PORT"
 
+# HAProxy as both benches run it: name port maxconn-to-the-upstream
+# [queue bound: beyond it 503 at once, as sluice's max_queue_size; empty:
+# an unbounded queue, HAProxy's default].
+start_haproxy() {
+	local name=$1 port=$2 limit=$3 queue=$4 deny=""
+	[ -n "$queue" ] && deny="    http-request deny deny_status 503 if { queue(be) ge $queue }"
+	cat >"$TMP/$name.cfg" <<EOF
+global
+    nbthread $WORKERS
+    maxconn 8000
+defaults
+    mode http
+    maxconn 8000
+    timeout connect 10s
+    timeout client 120s
+    timeout server 120s
+    timeout queue 30s
+    timeout http-keep-alive 60s
+    http-reuse always
+    option forwardfor
+frontend fe
+    bind 127.0.0.1:$port
+    default_backend be
+backend be
+$deny
+    server s1 127.0.0.1:$UP_PORT maxconn $limit
+EOF
+	start "$name" "$port" "$HAPROXY" -db -f "$TMP/$name.cfg"
+}
+
 up_stat() { # field
 	curl -s "$UP/__stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"
 }
@@ -306,29 +336,7 @@ if [ "${POLICY:-0}" = 1 ]; then
 						--pool-maxsize "$P_LIMIT" --max-connections 20000 --queue-policy "${t#sluice-}" \
 						${SLUICE_ARGS:-}
 					;;
-				haproxy)
-					cat >"$TMP/$name.cfg" <<EOF
-global
-    nbthread $WORKERS
-    maxconn 8000
-defaults
-    mode http
-    maxconn 8000
-    timeout connect 10s
-    timeout client 120s
-    timeout server 120s
-    timeout queue 30s
-    timeout http-keep-alive 60s
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:$port
-    default_backend be
-backend be
-    http-request deny deny_status 503 if { queue(be) ge $P_QUEUE }
-    server s1 127.0.0.1:$UP_PORT maxconn $P_LIMIT
-EOF
-					start "$name" "$port" "$HAPROXY" -db -f "$TMP/$name.cfg"
-					;;
+				haproxy) start_haproxy "$name" "$port" "$P_LIMIT" "$P_QUEUE" ;;
 				*) die "unknown policy target $t" ;;
 				esac
 				url="http://127.0.0.1:$port/?delay_ms=$P_DELAY_MS"
@@ -385,32 +393,8 @@ for t in $TARGETS; do
 			--max-concurrent-requests "$LIMIT" --max-queue-size "$QUEUE" --queue-timeout 30 \
 			--pool-maxsize "$LIMIT" --max-connections 20000
 		;;
-	haproxy | haproxy-q200)
-		deny=""
-		[ "$t" = haproxy-q200 ] && deny="    http-request deny deny_status 503 if { queue(be) ge $QUEUE }"
-		cat >"$TMP/$t.cfg" <<EOF
-global
-    nbthread $WORKERS
-    maxconn 8000
-defaults
-    mode http
-    maxconn 8000
-    timeout connect 10s
-    timeout client 120s
-    timeout server 120s
-    timeout queue 30s
-    timeout http-keep-alive 60s
-    http-reuse always
-    option forwardfor
-frontend fe
-    bind 127.0.0.1:$port
-    default_backend be
-backend be
-$deny
-    server s1 127.0.0.1:$UP_PORT maxconn $LIMIT
-EOF
-		start "$t" "$port" "$HAPROXY" -db -f "$TMP/$t.cfg"
-		;;
+	haproxy) start_haproxy "$t" "$port" "$LIMIT" "" ;;
+	haproxy-q200) start_haproxy "$t" "$port" "$LIMIT" "$QUEUE" ;;
 	nginx)
 		mkdir -p "$TMP/nginx"
 		cat >"$TMP/nginx/nginx.conf" <<EOF
